@@ -1,0 +1,63 @@
+# replib: the sparse-training replication book.
+#   make book                 build the HTML book from the executed notebooks in book/ (no training)
+#   make test                 lint, unit tests, nbval of every notebook at the smoke budget,
+#                             book build with warnings as errors, headless-Chromium check
+#   make reproduce BUDGET=cpu run every notebook with papermill at a budget, then build the book
+#   make bench                throughput benchmarks (ratios against baselines)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BUDGET ?= $(shell $(BIN)/python -c "import torch; print('paper' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo cpu)
+WORKERS ?= 1
+NOTEBOOKS := $(sort $(wildcard notebooks/*/[0-9]*.ipynb))
+MATHJAX := book/_static/mathjax/tex-chtml.js
+export PYTHONHASHSEED := 0
+
+.PHONY: all venv lint unit nbval book book-check test reproduce bench clean
+
+all: book
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+$(MATHJAX):
+	# MathJax 3 vendored from the npm registry so equations render offline.
+	rm -rf .cache/mathjax && mkdir -p .cache/mathjax book/_static
+	cd .cache/mathjax && npm pack --silent mathjax@3 >/dev/null && tar xzf mathjax-*.tgz
+	rm -rf book/_static/mathjax && cp -r .cache/mathjax/package/es5 book/_static/mathjax
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+
+unit: venv
+	$(BIN)/python -m pytest -q tests
+
+nbval: venv
+	# smoke records and checkpoints are thrown away first so every code path really runs
+	rm -rf data/results/smoke data/checkpoints/smoke
+	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+
+book: venv $(MATHJAX)
+	$(BIN)/python -m replib.experiments.scorecard book
+	$(BIN)/jupyter-book build book -W -n --keep-going
+
+book-check: venv
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	$(BIN)/python tests/book_check.py book/_build/html
+
+test: lint unit nbval book book-check
+
+reproduce: venv
+	$(BIN)/python -m replib.experiments.reproduce --budget $(BUDGET) --workers $(WORKERS) $(NOTEBOOKS)
+	$(MAKE) book
+
+bench: venv
+	$(BIN)/python benchmarks/bench.py
+
+clean:
+	rm -rf book/_build .cache data/results/smoke

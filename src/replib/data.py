@@ -1,0 +1,366 @@
+"""Datasets as whole-split tensors, and a fast batch iterator with augmentation on tensors.
+
+Reading and downloading the files is torchvision's job (``torchvision.datasets``). This
+module adds what a replication needs on top:
+
+* the data root comes from ``REPLIB_DATA`` (default ``<repo>/data/datasets``);
+* a dataset missing offline raises :class:`DatasetMissingError` naming the folder and files;
+* a corrupt or truncated file raises :class:`DatasetCorruptError` (never loaded silently);
+* a rebuilt local copy carrying a ``MANIFEST.json`` of sha256 sums loads after its manifest is
+  checked, with a warning, and :attr:`Split.provenance` says which copy was used;
+* the whole split is kept as uint8 tensors and normalized on the fly, batch by batch, on the
+  compute device; augmentation (pad-and-crop, horizontal flip) happens on tensors too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import repo_root
+
+log = logging.getLogger(__name__)
+
+
+class DatasetMissingError(FileNotFoundError):
+    """The dataset is not on disk and could not be downloaded."""
+
+
+class DatasetCorruptError(ValueError):
+    """A dataset file exists but its bytes are not the expected ones."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    folder: str
+    files: tuple[str, ...]
+    num_classes: int
+    shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    md5: dict[str, str] = field(default_factory=dict)
+
+
+# MD5 sums of the official uncompressed files (torchvision only checks the gz archives on
+# download; we check what is on disk, so a truncated file cannot be parsed silently).
+_MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+_FMNIST_MD5 = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+# Official CIFAR pickles (torchvision's lists).
+_CIFAR10_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+_CIFAR100_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        "mnist", "MNIST/raw", tuple(_MNIST_MD5), 10, (1, 28, 28), (0.1307,), (0.3081,), _MNIST_MD5
+    ),
+    "fashionmnist": DatasetInfo(
+        "fashionmnist", "FashionMNIST/raw", tuple(_FMNIST_MD5), 10, (1, 28, 28),
+        (0.2860,), (0.3530,), _FMNIST_MD5,
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", "cifar-10-batches-py", tuple(_CIFAR10_MD5), 10, (3, 32, 32),
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), _CIFAR10_MD5,
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", "cifar-100-python", tuple(_CIFAR100_MD5), 100, (3, 32, 32),
+        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), _CIFAR100_MD5,
+    ),
+}
+SPLITS = ("train", "test")
+
+
+def names() -> list[str]:
+    return sorted(DATASETS)
+
+
+def check_name(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"dataset={name!r} is not known; allowed values: {names()}")
+    return DATASETS[name]
+
+
+def data_root() -> Path:
+    """``REPLIB_DATA`` or ``<repo>/data/datasets``."""
+    return Path(os.environ.get("REPLIB_DATA") or repo_root() / "data" / "datasets")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("REPLIB_CACHE") or repo_root() / "data" / "cache")
+
+
+@dataclass
+class Split:
+    """A whole dataset split as tensors: uint8 images (N, C, H, W) and int64 labels."""
+
+    name: str
+    split: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    info: DatasetInfo
+    provenance: dict
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: torch.Tensor, suffix: str = "subset") -> Split:
+        prov = dict(self.provenance, subset=f"{suffix}: {len(idx)} of {len(self)}")
+        return Split(self.name, self.split, self.images[idx], self.labels[idx], self.info, prov)
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.name, self.split, self.images.to(device), self.labels.to(device),
+                     self.info, self.provenance)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float, scaled to [0, 1] then standardized with the dataset statistics."""
+        mean = torch.tensor(self.info.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.info.std, device=images.device).view(1, -1, 1, 1)
+        return (images.float().div_(255.0) - mean) / std
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _try_download(info: DatasetInfo, root: Path) -> bool:
+    """Ask torchvision to download; False when offline or the download fails."""
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashionmnist": tvd.FashionMNIST,
+           "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[info.name]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
+        return True
+    except Exception as exc:  # network errors come in many types
+        log.info("download of %s failed: %s", info.name, exc)
+        return False
+
+
+def verify(name: str, root: Path | None = None) -> dict:
+    """Check the files of a dataset on disk; return the provenance of the copy found.
+
+    Official bytes are checked against their MD5 sums. A rebuilt copy with a
+    ``MANIFEST.json`` is checked against the manifest's sha256 sums (with a warning that it is
+    not the official release). Missing files raise :class:`DatasetMissingError`, wrong bytes
+    raise :class:`DatasetCorruptError`.
+    """
+    info = check_name(name)
+    root = Path(root) if root is not None else data_root()
+    folder = root / info.folder
+    missing = [f for f in info.files if not (folder / f).exists()]
+    if missing:
+        if os.environ.get("REPLIB_OFFLINE") != "1" and _try_download(info, root):
+            missing = [f for f in info.files if not (folder / f).exists()]
+        if missing:
+            raise DatasetMissingError(
+                f"dataset {name!r} not found in {folder} and could not be downloaded; "
+                f"expected files: {list(info.files)} (missing: {missing}). Set REPLIB_DATA "
+                f"to a folder holding torchvision's layout, or run where the internet is "
+                f"reachable so torchvision downloads it."
+            )
+    manifest_path = folder / "MANIFEST.json"
+    bad = {f: _md5(folder / f) for f in info.files}
+    bad = {f: h for f, h in bad.items() if h != info.md5[f]}
+    if not bad:
+        return {"dataset": name, "root": str(root), "copy": "official", "check": "md5"}
+    if not manifest_path.exists():
+        f, h = next(iter(bad.items()))
+        size = (folder / f).stat().st_size
+        raise DatasetCorruptError(
+            f"dataset {name!r}: file {folder / f} ({size} bytes) has md5 {h}, expected "
+            f"{info.md5[f]} (truncated or corrupt); delete it to download again"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    sums = manifest.get("sha256", {})
+    for f in info.files:
+        if f not in sums:
+            raise DatasetCorruptError(f"{manifest_path} lists no sha256 for {f}")
+        got = _sha256(folder / f)
+        if got != sums[f]:
+            raise DatasetCorruptError(
+                f"dataset {name!r}: file {folder / f} has sha256 {got}, but {manifest_path} "
+                f"says {sums[f]} (truncated or corrupt)"
+            )
+    warnings.warn(
+        f"dataset {name!r} at {folder} is a rebuilt copy, not the official bytes; loaded "
+        f"after checking its MANIFEST.json ({manifest.get('exactness', 'no exactness note')})",
+        stacklevel=2,
+    )
+    return {"dataset": name, "root": str(root), "copy": "manifest", "check": "sha256",
+            "test_images": manifest.get("test_images"), "exactness": manifest.get("exactness")}
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    import numpy as np
+
+    raw = path.read_bytes()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DatasetCorruptError(f"{path}: expected {dims} values, found {data.size}")
+    return torch.from_numpy(data.copy()).view(*dims)
+
+
+def _read_cifar(folder: Path, files: list[str], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    import numpy as np
+
+    xs, ys = [], []
+    for f in files:
+        with open(folder / f, "rb") as fh:
+            entry = pickle.load(fh, encoding="latin1")
+        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.extend(entry[label_key])
+    return torch.from_numpy(np.concatenate(xs)), torch.tensor(ys, dtype=torch.int64)
+
+
+def _parse(info: DatasetInfo, folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if info.name in ("mnist", "fashionmnist"):
+        prefix = "train" if split == "train" else "t10k"
+        x = _read_idx(folder / f"{prefix}-images-idx3-ubyte").unsqueeze(1)
+        y = _read_idx(folder / f"{prefix}-labels-idx1-ubyte").long()
+        return x, y
+    if info.name == "cifar10":
+        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        return _read_cifar(folder, files, "labels")
+    return _read_cifar(folder, [split], "fine_labels")
+
+
+def load(name: str, split: str = "train", device: torch.device | str = "cpu") -> Split:
+    """The whole split as uint8 image and int64 label tensors (checked, cached)."""
+    info = check_name(name)
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not known; allowed values: {list(SPLITS)}")
+    root = data_root()
+    folder = root / info.folder
+    key = None
+    if all((folder / f).exists() for f in info.files):
+        stamp = "-".join(
+            f"{(folder / f).stat().st_size}.{int((folder / f).stat().st_mtime)}"
+            for f in info.files
+        )
+        key = hashlib.sha1(f"{folder.resolve()}|{stamp}".encode()).hexdigest()[:12]
+    cache = cache_root() / f"{name}-{split}-{key}.pt"
+    loaded = None
+    if key is not None and cache.exists():
+        try:  # files unchanged (same sizes and mtimes) since they were verified and parsed
+            x, y, prov_json = torch.load(cache, weights_only=True)
+            loaded = x, y, json.loads(prov_json)
+        except Exception:
+            cache.unlink(missing_ok=True)
+    if loaded is None:
+        prov = verify(name, root)
+        x, y = _parse(info, folder, split)
+        if key is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")
+            torch.save((x, y, json.dumps(prov)), tmp)
+            os.replace(tmp, cache)
+    else:
+        x, y, prov = loaded
+        if prov.get("copy") == "manifest":
+            warnings.warn(f"dataset {name!r} at {folder} is a rebuilt copy (MANIFEST.json "
+                          "checked), not the official bytes", stacklevel=2)
+    if x.shape[1:] != info.shape or len(x) != len(y):
+        raise DatasetCorruptError(f"{name}/{split}: unexpected shapes {tuple(x.shape)}, {len(y)}")
+    prov = dict(prov, split=split, n=len(y))
+    return Split(name, split, x, y, info, prov).to(device)
+
+
+def train_val_split(split: Split, val_size: int, seed: int = 0) -> tuple[Split, Split]:
+    """Carve a validation set from the training split (never tune on the test set)."""
+    if not 0 < val_size < len(split):
+        raise ValueError(f"val_size={val_size} must be in (0, {len(split)})")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(split), generator=g).to(split.labels.device)
+    return split.subset(perm[val_size:], "train minus val"), split.subset(perm[:val_size], "val")
+
+
+def augment(images: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after zero padding, and random horizontal flip, on a uint8 batch tensor."""
+    n, _, h, w = images.shape
+    if pad:
+        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
+        rows = (dy.view(n, 1) + torch.arange(h, device=images.device).view(1, h))
+        cols = (dx.view(n, 1) + torch.arange(w, device=images.device).view(1, w))
+        idx_n = torch.arange(n, device=images.device).view(n, 1, 1, 1)
+        idx_c = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
+        images = padded[idx_n, idx_c, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+    if flip:
+        do = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+        images = torch.where(do.view(n, 1, 1, 1), images.flip(3), images)
+    return images
+
+
+def batches(
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    pad: int = 0,
+    flip: bool = False,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield normalized (images, labels) batches; the order depends only on ``seed``.
+
+    Shuffling and augmentation draw from a generator seeded with ``seed``, so an epoch can be
+    replayed exactly (which is what makes resume-from-checkpoint give the same history).
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = len(split)
+    order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+    order = order.to(split.labels.device)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        idx = order[start:start + batch_size]
+        x = split.images[idx]
+        if pad or flip:
+            x = augment(x, pad, flip, g)
+        yield split.normalize(x), split.labels[idx]
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    return n // batch_size if drop_last else -(-n // batch_size)

@@ -1,0 +1,6 @@
+"""Training tasks, registered by name for :func:`replib.experiments.make_spec`.
+
+Importing this package registers every built-in task.
+"""
+
+from . import dense  # noqa: F401
