@@ -74,7 +74,10 @@ _CIFAR10_MD5 = {
     "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
     "test_batch": "40351d587109b95175f43aff81a1287e",
 }
-_CIFAR100_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}
+_CIFAR100_MD5 = {
+    "train": "16019d7e3df5f24257cddd939b257f8d",
+    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+}
 
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
@@ -242,7 +245,9 @@ def _read_idx(path: Path) -> torch.Tensor:
     return torch.from_numpy(data.copy()).view(*dims)
 
 
-def _read_cifar(folder: Path, files: list[str], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_cifar(
+    folder: Path, files: list[str], label_key: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     import numpy as np
 
     xs, ys = [], []
