@@ -8,6 +8,7 @@ sweep execute on other machines before the notebooks render (see :mod:`.distribu
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class Record(dict):
 def execute(spec: RunSpec, device: torch.device | str | None = None) -> Record:
     """Run the task of ``spec`` and return its record, without writing it."""
     task = get_task(spec.task)
+    if os.environ.get("REPLIB_THREADS"):
+        torch.set_num_threads(int(os.environ["REPLIB_THREADS"]))
     device = torch.device(device) if device is not None else default_device()
     ctx = RunContext(spec, device, checkpoint_dir(spec))
     t0 = time.time()

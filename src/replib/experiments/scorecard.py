@@ -1,6 +1,7 @@
-"""Write the book's scorecards (front page and one per paper) from the claims ledger.
+"""Write the book's generated parts: the table of contents and the claims scorecards.
 
-``python -m replib.experiments.scorecard book`` regenerates ``book/_generated/*.md``; it reads
+``python -m replib.experiments.scorecard book`` regenerates ``book/_toc.yml`` (every executed
+notebook present in ``book/<paper>/``) and ``book/_generated/*.md``; it reads
 only ``data/claims/`` and ``data/results/`` (no training), so ``make book`` runs it.
 """
 
@@ -42,11 +43,34 @@ def markdown_table(df) -> str:
     return "\n".join(lines) + "\n"
 
 
+PAGES = ("methods", "reproduce", "compute", "cluster")
+
+
+def toc(book_dir: Path) -> str:
+    """``_toc.yml`` listing the pages and every executed notebook present in ``book/``."""
+    book_dir = Path(book_dir)
+    lines = ["format: jb-book", "root: intro", "parts:", "  - caption: The book", "    chapters:"]
+    lines += [f"      - file: {p}" for p in PAGES if (book_dir / f"{p}.md").exists()]
+    for p in ("compare", "l0", "acnn", "lottery", "irda", "proxns"):
+        if not (book_dir / p / "index.md").exists():
+            continue
+        lines += [f'  - caption: "{TITLES[p]}"', "    chapters:", f"      - file: {p}/index"]
+        sections = sorted(
+            f.with_suffix("").name for f in (book_dir / p).iterdir()
+            if f.name[:2].isdigit() and f.suffix in (".ipynb", ".md")
+        )
+        if sections:
+            lines.append("        sections:")
+            lines += [f"          - file: {p}/{s}" for s in sections]
+    return "\n".join(lines) + "\n"
+
+
 def write(book_dir: Path) -> list[Path]:
     out_dir = Path(book_dir) / "_generated"
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    papers = [p for p in PAPERS]
+    (Path(book_dir) / "_toc.yml").write_text(toc(book_dir))
+    written = [Path(book_dir) / "_toc.yml"]
+    papers = list(PAPERS)
     front = out_dir / "scorecard.md"
     front.write_text(markdown_table(summary(papers)))
     written.append(front)

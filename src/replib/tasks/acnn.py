@@ -1,0 +1,1 @@
+"""Tasks of the acnn paper (see notebooks/acnn/)."""

@@ -1,0 +1,1 @@
+"""Tasks of the irda paper (see notebooks/irda/)."""

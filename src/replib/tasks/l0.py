@@ -1,0 +1,1 @@
+"""Tasks of the l0 paper (see notebooks/l0/)."""

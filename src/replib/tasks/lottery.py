@@ -1,0 +1,1 @@
+"""Tasks of the lottery paper (see notebooks/lottery/)."""

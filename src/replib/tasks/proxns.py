@@ -1,0 +1,1 @@
+"""Tasks of the proxns paper (see notebooks/proxns/)."""
