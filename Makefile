@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 BUDGET ?= $(shell $(BIN)/python -c "import torch; print('paper' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo cpu)
 WORKERS ?= 1
 NOTEBOOKS := $(sort $(wildcard notebooks/*/[0-9]*.ipynb))
-MATHJAX := book/_static/mathjax/tex-chtml.js
+MATHJAX := book/_vendor/mathjax/tex-chtml.js
 export PYTHONHASHSEED := 0
 
 .PHONY: all venv lint unit nbval book book-check test reproduce bench clean
@@ -27,9 +27,9 @@ venv: $(BIN)/.installed
 
 $(MATHJAX):
 	# MathJax 3 vendored from the npm registry so equations render offline.
-	rm -rf .cache/mathjax && mkdir -p .cache/mathjax book/_static
+	rm -rf .cache/mathjax && mkdir -p .cache/mathjax book/_vendor
 	cd .cache/mathjax && npm pack --silent mathjax@3 >/dev/null && tar xzf mathjax-*.tgz
-	rm -rf book/_static/mathjax && cp -r .cache/mathjax/package/es5 book/_static/mathjax
+	rm -rf book/_vendor/mathjax && cp -r .cache/mathjax/package/es5 book/_vendor/mathjax
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -43,6 +43,8 @@ __all__ = [
     "apply_l1_prox",
     "inverse_sqrt_lr",
     "l1_param_groups",
+    "rda_step",
+    "sqrt_prox_threshold",
 ]
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -68,7 +70,9 @@ def l1_param_groups(model: nn.Module, lam: float, **hyper: Any) -> list[dict[str
     The l1 term then acts on the conv and linear weights only; biases and BatchNorm scales and
     shifts (1-D tensors) are trained by the same rule without the penalty. Neither the iRDA
     paper nor the ACNN paper says which parameters it regularizes; this is our stated choice,
-    and passing ``model.parameters()`` instead regularizes everything.
+    and passing ``model.parameters()`` instead regularizes everything. Under :class:`RDA` the
+    ``lam=0`` group still follows dual averaging (SDA, Eq. (6) of iRDA); with
+    ``anchor="zero"`` that restarts BN scales from 0, so consider ``anchor="init"`` there.
     """
     weights = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     others = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
@@ -87,7 +91,8 @@ def inverse_sqrt_lr(optimizer: Optimizer, gamma: float) -> LambdaLR:
 
     Sets every group's learning rate to ``1 / gamma`` and returns a ``LambdaLR`` to be stepped
     once per iteration (mini-batch), after ``optimizer.step()``: iteration t then uses
-    ``1 / (gamma sqrt(t))``. This is the prox-SGD step size of the paper's Tables 1 and 7.
+    ``1 / (gamma sqrt(t))``. Our reading of the prox-SGD and sqrt(t)-prox-SGD rows of the
+    paper's Tables 1 and 7, which give a gamma but no learning rate.
     """
     for group in optimizer.param_groups:
         group["lr"] = 1.0 / gamma
@@ -154,7 +159,8 @@ class SqrtProxSGD(torch.optim.SGD):
     threshold of ``(t / beta_t) lam = lam sqrt(t) / gamma``, i.e. the RDA threshold of Eq. (20)
     applied to the SGD iterate. t counts this parameter's updates (iterations, not epochs) and
     lives in ``state[p]["step"]``. Eqs. (23)-(24): the effective penalty grows like t, so the
-    iterates are driven to 0 (the paper's Table 7 shows sparsity 1.00 for lam >= 1e-6).
+    iterates are driven to 0 (the paper's Table 7 shows sparsity 1.00 for lam >= 1e-6). For
+    the paper's ``alpha_t = 1 / (gamma sqrt(t))`` use :func:`inverse_sqrt_lr` with the same gamma.
     """
 
     def __init__(

@@ -126,8 +126,8 @@ def exclusive_l12_prox(w: Tensor, tau: Threshold, group_dim: int = 0, exact: boo
     ``exact=True`` (default) returns the true argmin: per group, a soft threshold whose level
     ``tau ||x_g||_1`` is solved in closed form by sorting (see :func:`_exclusive_threshold`).
     ``exact=False`` is the one-step update of the CGES paper and code,
-    ``sign(w_gi) max(|w_gi| - tau ||w_g||_1, 0)``, which thresholds with the *input* group's
-    l1 norm and therefore shrinks more than the exact prox.
+    ``sign(w_gi) max(|w_gi| - tau ||w_g||_1, 0)``, which thresholds with the l1 norm of the
+    group *before* shrinkage and therefore shrinks more than the exact prox.
     """
     g, shape = _as_groups(w, group_dim)
     a = g.abs()
