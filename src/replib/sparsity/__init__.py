@@ -1,8 +1,24 @@
-"""Sparsity core shared by the five papers: penalties, proximal operators, sparse optimizers."""
+"""Sparsity core shared by the five papers: penalties, proximal operators, sparse optimizers,
+masks, pruning strategies and physical removal of pruned neurons and channels."""
 
 # A plain list of re-exports: every name imported here is public API.
 # ruff: noqa: F401
 
+from replib.sparsity.masks import (
+    HardMask,
+    RelaxedMask,
+    add_relaxed_masks,
+    apply_hard_masks,
+    current_masks,
+    mask_parameters,
+    mask_penalty,
+    network_parameters,
+    project_masks_,
+    remove_masks,
+    rewind,
+    snapshot,
+    threshold_masks,
+)
 from replib.sparsity.optim import (
     IRDA,
     RDA,
@@ -38,4 +54,20 @@ from replib.sparsity.prox import (
     project_box_,
     soft_threshold,
     soft_threshold_,
+)
+from replib.sparsity.prune import (
+    bn_channel_masks,
+    imp_round,
+    iterative_magnitude_pruning,
+    magnitude_masks,
+    neuron_l1_scores,
+    neuron_masks,
+    prune_neurons,
+    zero_bn_channels_,
+)
+from replib.sparsity.shrink import (
+    InputSelectBatchNorm2d,
+    InputSelectLinear,
+    shrink_channels,
+    shrink_mlp,
 )

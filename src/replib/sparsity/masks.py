@@ -44,8 +44,14 @@ class RelaxedMask(nn.Module):
     gradient.
     """
 
-    def __init__(self, shape: torch.Size, init: float = 0.5, keep: Tensor | None = None,
-                 dtype: torch.dtype | None = None, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        shape: torch.Size,
+        init: float = 0.5,
+        keep: Tensor | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+    ) -> None:
         super().__init__()
         if not 0.0 <= init <= 1.0:
             raise ValueError(f"init={init} must lie in [0, 1] (the mask is relaxed to [0, 1]^d)")
@@ -74,8 +80,9 @@ class HardMask(nn.Module):
 # --------------------------------------------------------------------------- layer lookup
 
 
-def prunable_layers(model: nn.Module, layers: Iterable[nn.Module | str] | None = None
-                    ) -> dict[str, nn.Module]:
+def prunable_layers(
+    model: nn.Module, layers: Iterable[nn.Module | str] | None = None
+) -> dict[str, nn.Module]:
     """Map logical weight name -> layer for the layers whose ``weight`` may be masked.
 
     ``layers`` may list modules or module names; by default ``model.prunable_layers()`` when the
@@ -87,8 +94,11 @@ def prunable_layers(model: nn.Module, layers: Iterable[nn.Module | str] | None =
         if hasattr(model, "prunable_layers"):
             layers = model.prunable_layers()
         else:
-            layers = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d,
-                                                                   nn.Conv3d, nn.Linear))]
+            layers = [
+                m
+                for m in model.modules()
+                if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+            ]
     out: dict[str, nn.Module] = {}
     for layer in layers:
         if isinstance(layer, str):
@@ -137,8 +147,9 @@ def theta(module: nn.Module) -> Tensor:
 # --------------------------------------------------------------------------- relaxed masks
 
 
-def add_relaxed_masks(model: nn.Module, layers: Iterable[nn.Module | str] | None = None,
-                      init: float = 0.5) -> list[nn.Parameter]:
+def add_relaxed_masks(
+    model: nn.Module, layers: Iterable[nn.Module | str] | None = None, init: float = 0.5
+) -> list[nn.Parameter]:
     """Register a :class:`RelaxedMask` on every prunable weight (lottery paper, Eqs. (1)-(2)).
 
     ``init`` is ``m_0`` (Algorithm 1: 1/2). A layer that already carries a :class:`HardMask`
@@ -155,7 +166,8 @@ def add_relaxed_masks(model: nn.Module, layers: Iterable[nn.Module | str] | None
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
         w = module.weight
         parametrize.register_parametrization(
-            module, "weight", RelaxedMask(w.shape, init, keep, dtype=w.dtype, device=w.device))
+            module, "weight", RelaxedMask(w.shape, init, keep, dtype=w.dtype, device=w.device)
+        )
         logger.debug("relaxed mask on %s (%d entries)", name, w.numel())
     return mask_parameters(model)
 
@@ -203,8 +215,11 @@ def threshold_masks(model: nn.Module, alpha: float) -> Masks:
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha={alpha} must lie in (0, 1)")
-    return {name: (p.m >= alpha) & p.keep for name, (_, p) in _masked_layers(model).items()
-            if isinstance(p, RelaxedMask)}
+    return {
+        name: (p.m >= alpha) & p.keep
+        for name, (_, p) in _masked_layers(model).items()
+        if isinstance(p, RelaxedMask)
+    }
 
 
 def remove_masks(model: nn.Module, leave_masked: bool = True) -> None:
@@ -232,8 +247,9 @@ def apply_hard_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> None:
         module = _module_of(model, name)
         w = module.weight
         if mask.shape != w.shape:
-            raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, "
-                             f"weight has {tuple(w.shape)}")
+            raise ValueError(
+                f"mask for {name} has shape {tuple(mask.shape)}, weight has {tuple(w.shape)}"
+            )
         mask = mask.to(device=w.device, dtype=torch.bool)
         existing = _mask_of(module)
         if isinstance(existing, HardMask):
@@ -284,8 +300,9 @@ def snapshot(model: nn.Module) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def rewind(model: nn.Module, state: Mapping[str, Tensor],
-           masks: Mapping[str, Tensor] | None = None) -> None:
+def rewind(
+    model: nn.Module, state: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
+) -> None:
     """Reset every weight, bias and BN statistic to ``state`` and keep (or set) the masks.
 
     This is the rewinding step of IMP and of Algorithm 1 (``theta = theta_0, m = m_{t-1}``):

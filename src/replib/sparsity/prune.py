@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from replib.sparsity.masks import Masks, apply_hard_masks, prunable_layers, rewind, snapshot
+from replib.sparsity.masks import Masks, prunable_layers, rewind, snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +35,15 @@ def round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
-def _weights(model_or_params: nn.Module | Mapping[str, Tensor],
-             layers: Iterable[nn.Module | str] | None = None) -> dict[str, Tensor]:
+def _weights(
+    model_or_params: nn.Module | Mapping[str, Tensor],
+    layers: Iterable[nn.Module | str] | None = None,
+) -> dict[str, Tensor]:
     if isinstance(model_or_params, nn.Module):
-        return {name: mod.weight.detach() for name, mod in
-                prunable_layers(model_or_params, layers).items()}
+        return {
+            name: mod.weight.detach()
+            for name, mod in prunable_layers(model_or_params, layers).items()
+        }
     return {name: w.detach() for name, w in model_or_params.items()}
 
 
@@ -82,18 +86,20 @@ def magnitude_masks(
         out, start = {}, 0
         for n in names:
             w = weights[n]
-            out[n] = keep[start:start + w.numel()].view(w.shape).to(w.device)
+            out[n] = keep[start : start + w.numel()].view(w.shape).to(w.device)
             start += w.numel()
         return out
     if scope == "layerwise":
-        return {n: _top_k_mask(w.abs(), round_half_up(w.numel() / compression))
-                for n, w in weights.items()}
+        return {
+            n: _top_k_mask(w.abs(), round_half_up(w.numel() / compression))
+            for n, w in weights.items()
+        }
     if scope == "random":
         out = {}
         for n, w in weights.items():
             perm = torch.randperm(w.numel(), generator=generator)
             keep = torch.zeros(w.numel(), dtype=torch.bool)
-            keep[perm[:round_half_up(w.numel() / compression)]] = True
+            keep[perm[: round_half_up(w.numel() / compression)]] = True
             out[n] = keep.view(w.shape).to(w.device)
         return out
     raise ValueError(f"scope={scope!r} is not known; allowed: 'global', 'layerwise', 'random'")
@@ -107,8 +113,12 @@ def imp_prune_count(remaining: int, rate: float) -> int:
     return math.ceil(rate * remaining)
 
 
-def imp_round(model: nn.Module, masks: Mapping[str, Tensor] | None = None, rate: float = 0.2,
-              layers: Iterable[nn.Module | str] | None = None) -> Masks:
+def imp_round(
+    model: nn.Module,
+    masks: Mapping[str, Tensor] | None = None,
+    rate: float = 0.2,
+    layers: Iterable[nn.Module | str] | None = None,
+) -> Masks:
     """One round of iterative magnitude pruning (Frankle & Carbin; lottery paper, Fig. 1).
 
     Among the weights still kept by ``masks`` (all, if ``None``), prune the
@@ -132,7 +142,7 @@ def imp_round(model: nn.Module, masks: Mapping[str, Tensor] | None = None, rate:
     out, start = {}, 0
     for n in names:
         w = weights[n]
-        out[n] = keep[start:start + w.numel()].view(w.shape).to(w.device)
+        out[n] = keep[start : start + w.numel()].view(w.shape).to(w.device)
         start += w.numel()
     logger.info("IMP round: %d -> %d weights kept", remaining, keep_count)
     return out
@@ -190,13 +200,18 @@ def neuron_l1_scores(linear: nn.Linear, direction: Direction = "outgoing") -> Te
 def linear_chain(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     """The ``nn.Linear`` layers of an MLP in forward order (``hidden_layers()`` if defined)."""
     names = {id(m): n for n, m in model.named_modules()}
-    layers = (model.hidden_layers() if hasattr(model, "hidden_layers")
-              else [m for m in model.modules() if isinstance(m, nn.Linear)])
+    layers = (
+        model.hidden_layers()
+        if hasattr(model, "hidden_layers")
+        else [m for m in model.modules() if isinstance(m, nn.Linear)]
+    )
     chain = [(names[id(m)], m) for m in layers]
     for (_, a), (nb, b) in zip(chain[:-1], chain[1:]):
         if a.out_features != b.in_features:
-            raise ValueError(f"{nb} takes {b.in_features} features, previous layer gives "
-                             f"{a.out_features}: not a chain of Linear layers")
+            raise ValueError(
+                f"{nb} takes {b.in_features} features, previous layer gives "
+                f"{a.out_features}: not a chain of Linear layers"
+            )
     return chain
 
 
@@ -207,8 +222,12 @@ def neurons_to_prune(n: int, fraction: float) -> int:
     return min(round_half_up(fraction * n), n - 1)
 
 
-def prune_neurons(model: nn.Module, fractions: Sequence[float], include_inputs: bool = True,
-                  direction: Direction = "outgoing") -> dict[str, Tensor]:
+def prune_neurons(
+    model: nn.Module,
+    fractions: Sequence[float],
+    include_inputs: bool = True,
+    direction: Direction = "outgoing",
+) -> dict[str, Tensor]:
     """ACNN Eqs. (1)-(2): in each neuron layer drop the ``a_t`` fraction with smallest L1 norm.
 
     Neuron layers are the input features (if ``include_inputs``; the "kept input features" of
@@ -225,8 +244,10 @@ def prune_neurons(model: nn.Module, fractions: Sequence[float], include_inputs: 
     chain = linear_chain(model)
     targets = chain if include_inputs else chain[1:]
     if len(fractions) != len(targets):
-        raise ValueError(f"got {len(fractions)} fractions for {len(targets)} neuron layers "
-                         f"({[n for n, _ in targets]})")
+        raise ValueError(
+            f"got {len(fractions)} fractions for {len(targets)} neuron layers "
+            f"({[n for n, _ in targets]})"
+        )
     kept: dict[str, Tensor] = {}
     for (name, layer), frac in zip(targets, fractions):
         idx = [n for n, _ in chain].index(name)
@@ -263,15 +284,23 @@ def neuron_masks(model: nn.Module, kept: Mapping[str, Tensor]) -> Masks:
 def _batchnorms(model: nn.Module, layers: Iterable[str] | None) -> dict[str, nn.Module]:
     if layers is not None:
         return {n: model.get_submodule(n) for n in layers}
-    return {n: m for n, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine}
+    return {
+        n: m
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
+    }
 
 
 @torch.no_grad()
-def bn_channel_masks(model: nn.Module, threshold: float = 0.0, percent: float | None = None,
-                     layers: Iterable[str] | None = None,
-                     scales: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
-    """Network-slimming channel selection by ``|gamma|`` (proximal NS paper, Sec. 3).
+def bn_channel_masks(
+    model: nn.Module,
+    threshold: float = 0.0,
+    percent: float | None = None,
+    layers: Iterable[str] | None = None,
+    scales: Mapping[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Network-slimming channel selection by ``|gamma|``, the BN scaling factor of Eq. (1) of
+    the proximal NS paper (removal of the channels whose factor is zero: its Sec. 5.2).
 
     - ``percent=None``: keep channels with ``|gamma| > threshold``. The default ``0.0`` keeps
       every channel whose scaling factor is not exactly zero, the proximal NS rule (its prox
@@ -279,7 +308,7 @@ def bn_channel_masks(model: nn.Module, threshold: float = 0.0, percent: float | 
     - ``percent=p``: prune the ``round(p * total)`` channels with the smallest ``|gamma|`` over
       all BN layers together (original network slimming's global percentile; ties by layer
       order, then channel index). The official scripts prune all channels with
-      ``|gamma| <= sorted[int(total * p)]``, which removes at least one channel more.
+      ``|gamma| <= sorted[int(total * p)]``, i.e. ``int(total * p) + 1`` or more (ties).
 
     A layer is never emptied: if every channel of a BN layer would go, the one with the largest
     ``|gamma|`` is kept (largest ``|beta|`` if all ``gamma`` are 0; then the lowest index).
@@ -299,7 +328,7 @@ def bn_channel_masks(model: nn.Module, threshold: float = 0.0, percent: float | 
         keep = _top_k_mask(scores, scores.numel() - round_half_up(percent * scores.numel()))
         masks, start = {}, 0
         for n, g in gammas.items():
-            masks[n] = keep[start:start + g.numel()]
+            masks[n] = keep[start : start + g.numel()]
             start += g.numel()
     for n, mask in masks.items():
         if not mask.any():
@@ -324,4 +353,3 @@ def zero_bn_channels_(model: nn.Module, channel_masks: Mapping[str, Tensor]) -> 
         off = ~mask.to(bn.weight.device)
         bn.weight[off] = 0.0
         bn.bias[off] = 0.0
-
