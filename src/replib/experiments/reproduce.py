@@ -1,14 +1,27 @@
-"""``make reproduce``: run notebooks with papermill at a budget into ``book/``.
+"""``make reproduce``: plan every notebook's runs, execute the missing ones, render with papermill.
 
-Each source ``notebooks/<paper>/<name>.ipynb`` is executed with ``-p budget <budget>`` into
-``book/<paper>/<name>.ipynb``; the runs it asks for are recorded in ``data/results/`` (and
-loaded instead of retrained when their records exist).
+1. **Plan** (:func:`.plan.plan`): list the run specs each notebook asks for at the budget,
+   without training.
+2. **Execute** (:func:`.distributed.run_many`): the runs without a record, serially in this
+   process (``--workers 1``, no ``RAY_ADDRESS``), on a local Ray instance (``--workers N``) or
+   on an existing Ray cluster (``RAY_ADDRESS`` / ``--address``). Notebooks whose later runs
+   depend on earlier results are planned again after each wave until their plans are complete.
+3. **Render**: each source ``notebooks/<paper>/<name>.ipynb`` is executed with
+   ``-p budget <budget>`` into ``book/<paper>/<name>.ipynb``; its runs are loaded from their
+   records (any run the plan could not see is trained there, as before).
+
+A notebook whose plan fails (a bad parameter, say) or one of whose runs failed is not
+rendered; both are listed at the end and the exit status is 1.
+
+    python -m replib.experiments.reproduce --budget cpu --workers 2 notebooks/*/[0-9]*.ipynb
+    RAY_ADDRESS=ray://head:10001 python -m replib.experiments.reproduce --budget paper ...
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -34,24 +47,91 @@ def execute_notebook(notebook: Path, budget: str, parameters: dict | None = None
     return out
 
 
+def execute_runs(notebooks: list[Path], budget: str, *, workers: int = 1,
+                 address: str | None = None, max_waves: int = 10, max_retries: int = 2,
+                 ) -> tuple[dict[Path, str], set[str]]:
+    """Plan and execute, wave after wave. Returns (notebook -> why it cannot be rendered,
+    run ids that failed)."""
+    from .distributed import run_many
+    from .plan import plan
+
+    problems: dict[Path, str] = {}
+    failed: dict[str, str] = {}
+    runs_of: dict[Path, set[str]] = {}
+    live = [Path(n).resolve() for n in notebooks]
+    for wave in range(1, max_waves + 1):
+        if not live:
+            break
+        p = plan(live, budget)
+        log.info("plan, wave %d:\n%s", wave, p.summary())
+        for nb in p.notebooks:
+            runs_of.setdefault(nb.notebook, set()).update(s.run_id for s in nb.specs)
+            if nb.error:
+                problems[nb.notebook] = f"planning failed: {nb.error}"
+        todo = [s for s in p.missing if s.run_id not in failed]
+        if todo:
+            res = run_many(todo, workers, address=address, max_retries=max_retries)
+            for f in res.failures:
+                failed[f.spec.run_id] = str(f)
+        # plan again only the notebooks that may still reveal runs
+        live = [nb.notebook for nb in p.notebooks
+                if not nb.complete and not nb.error
+                and not any(s.run_id in failed for s in nb.missing)]
+        if not todo:
+            break
+    for nb, ids in runs_of.items():
+        bad = [failed[i] for i in sorted(ids & set(failed))]
+        if bad:
+            problems[nb] = "failed run(s): " + "; ".join(bad)
+    return problems, set(failed)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", required=True)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="task slots of a local Ray instance (1: serial, no Ray)")
+    ap.add_argument("--address", default=None,
+                    help="an existing Ray cluster (default: $RAY_ADDRESS)")
+    ap.add_argument("--max-retries", type=int, default=2,
+                    help="resubmissions of a run whose worker or node died")
+    ap.add_argument("--plan-only", action="store_true",
+                    help="print the runs each notebook asks for and what is missing; run nothing")
+    ap.add_argument("--no-render", action="store_true",
+                    help="execute the runs but do not render the notebooks")
     ap.add_argument("notebooks", nargs="+", type=Path)
     args = ap.parse_args(argv)
     check_budget(args.budget)
+    if args.workers < 1:
+        ap.error(f"--workers={args.workers} must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    failed = []
-    for nb in args.notebooks:
-        log.info("executing %s at budget %s", nb, args.budget)
-        try:
-            execute_notebook(nb, args.budget)
-        except Exception as exc:  # keep going: one failing section must not stop the book
-            log.error("%s failed: %s", nb, exc)
-            failed.append(nb)
-    if failed:
-        log.error("failed notebooks: %s", [str(f) for f in failed])
+    notebooks = [Path(n).resolve() for n in args.notebooks]
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+
+    if args.plan_only:
+        from .plan import plan
+
+        p = plan(notebooks, args.budget)
+        print(p.summary())
+        for (model, dataset), epochs in sorted(p.epochs_by_model().items()):
+            print(f"  {model}/{dataset}: {epochs} epochs in all")
+        return 1 if p.errors else 0
+
+    problems, _ = execute_runs(notebooks, args.budget, workers=args.workers, address=address,
+                               max_retries=args.max_retries)
+    if not args.no_render:
+        for nb in notebooks:
+            if nb in problems:
+                continue
+            log.info("rendering %s at budget %s", nb, args.budget)
+            try:
+                execute_notebook(nb, args.budget)
+            except Exception as exc:  # keep going: one failing section must not stop the book
+                problems[nb] = f"rendering failed: {exc}"
+    if problems:
+        for nb, why in problems.items():
+            log.error("%s not rendered: %s", nb, why)
         return 1
     return 0
 

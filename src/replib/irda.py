@@ -1,0 +1,296 @@
+"""Pieces of the iRDA paper ("iRDA method for sparse convolutional neural networks").
+
+- the two soft-threshold sequences of Sec. 3.3 (:func:`prox_sgd_threshold`,
+  :func:`rda_threshold`) and the effective l1 weight of sqrt(t)-prox-SGD (Eqs. (23)-(24));
+- the re-scaled uniform initialization of Sec. 3.5, Eq. (25) (:func:`init_irda_`);
+- the networks of Tables 1-8 at a chosen width (:func:`build_model`): ResNet-18 with the CIFAR
+  stem, VGG-16/19, with a 1-channel stem for MNIST;
+- the convex toy of notebook 01: l1-regularized logistic regression on two MNIST digits,
+  solved exactly (full-batch FISTA) and by the three stochastic methods of Sec. 3.3 with the
+  library optimizers (:func:`l1_logistic_path`).
+
+The optimizers themselves live in :mod:`replib.sparsity.optim`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .sparsity.optim import RDA, ProxSGD, SqrtProxSGD, inverse_sqrt_lr
+from .sparsity.prox import soft_threshold
+
+__all__ = [
+    "METHODS",
+    "L1Logistic",
+    "build_model",
+    "fista_l1_logistic",
+    "init_irda_",
+    "irda_init_bound",
+    "l1_logistic_path",
+    "load_l1_logistic",
+    "prox_sgd_threshold",
+    "rda_threshold",
+    "sqrt_prox_effective_lam",
+]
+
+METHODS = ("sgd", "prox_sgd", "sqrt_prox_sgd", "irda")
+ANCHORS = ("init", "zero")
+TOY_METHODS = ("prox_sgd", "sqrt_prox_sgd", "rda")
+
+
+# ------------------------------------------------------------------ Sec. 3.3: thresholds
+
+
+def _check_t(t) -> Tensor:
+    t = torch.as_tensor(t, dtype=torch.float64)
+    if (t < 1).any():
+        raise ValueError("t (the iteration count) must be >= 1")
+    return t
+
+
+def prox_sgd_threshold(lam: float, gamma: float, t) -> Tensor:
+    """``lambda_PG = alpha_t lam = lam / (gamma sqrt(t))``: Eq. (18), alpha_t = 1/(gamma sqrt t).
+
+    The soft threshold prox-SGD applies at iteration t (Sec. 3.3); it decays to 0.
+    """
+    if gamma <= 0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    return lam / (gamma * torch.sqrt(_check_t(t)))
+
+
+def rda_threshold(lam: float, gamma: float, t) -> Tensor:
+    """``lambda_RDA = (t / beta_t) lam = lam sqrt(t) / gamma``: Eq. (20), beta_t = gamma sqrt t.
+
+    The threshold of RDA (and of sqrt(t)-prox-SGD, Eq. (22)) at iteration t; it grows
+    without bound. ``rda_threshold / prox_sgd_threshold = t`` exactly.
+    """
+    if gamma <= 0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    return lam * torch.sqrt(_check_t(t)) / gamma
+
+
+def sqrt_prox_effective_lam(lam: float, gamma: float, t) -> Tensor:
+    """``lam t / (alpha_t beta_t)``, the l1 weight sqrt(t)-prox-SGD really minimizes: Eq. (23).
+
+    With ``alpha_t = 1/(gamma sqrt t)`` and ``beta_t = gamma sqrt t``, ``alpha_t beta_t = 1``, so
+    the weight is ``lam t``: it grows linearly and drives the iterate to ``w = 0`` (Eq. (24)).
+    """
+    alpha = 1.0 / (gamma * torch.sqrt(_check_t(t)))
+    beta = gamma * torch.sqrt(_check_t(t))
+    return lam * _check_t(t) / (alpha * beta)
+
+
+# ------------------------------------------------------------------ Sec. 3.5: initialization
+
+
+def _fan_in(weight: Tensor) -> int:
+    """``n = k^2 c`` of Eq. (25) (He et al. 2015): kernel area x input channels (or features)."""
+    if weight.dim() < 2:
+        raise ValueError(f"weight must have >= 2 dims (conv or linear), got {weight.dim()}")
+    return int(weight[0].numel())
+
+
+def irda_init_bound(weight: Tensor, s: float) -> float:
+    """Half-width ``a`` of the uniform law of Eq. (25): std ``s / sqrt(n)`` means ``a = sqrt(3) s
+    / sqrt(n)``."""
+    return math.sqrt(3.0) * s / math.sqrt(_fan_in(weight))
+
+
+@torch.no_grad()
+def init_irda_(model: nn.Module, s: float, generator: torch.Generator | None = None) -> int:
+    """Re-initialize every conv and linear weight as in Sec. 3.5, Eq. (25).
+
+    Weights ~ U(-a, a): mean 0 and standard deviation ``sigma_iRDA = sqrt(s^2 / n)``, ``n = k^2
+    c`` with c the input channels (He et al.'s forward fan-in; for a linear layer n is the
+    number of input features). Biases and BatchNorm parameters keep their initialization.
+    Returns the number of tensors re-initialized.
+    """
+    if not s > 0:
+        raise ValueError(f"s must be > 0, got {s}")
+    count = 0
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            a = irda_init_bound(m.weight, s)
+            m.weight.uniform_(-a, a, generator=generator)
+            count += 1
+    return count
+
+
+# ------------------------------------------------------------------ networks of Tables 1-8
+
+
+def _replace_input_conv(model: nn.Module, in_channels: int) -> None:
+    """Swap the first conv (3 input channels) for one with ``in_channels`` (MNIST: 1)."""
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                if child.in_channels == in_channels:
+                    return
+                new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size,
+                                child.stride, child.padding, bias=child.bias is not None)
+                setattr(parent, name, new)
+                return
+    raise ValueError("model has no Conv2d to adapt")
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3, width_div: int = 1) -> nn.Module:
+    """ResNet-18 (CIFAR stem) or VGG-16/19 with every width divided by ``width_div``.
+
+    ``width_div=1`` is the paper's network (ResNet-18: 64/128/256/512, 11.2M parameters).
+    The registry's networks take 3-channel input; for MNIST (Table 3, "the architecture is
+    ResNet18") the first conv is replaced by a 1-channel one.
+    """
+    from .models import vgg as vgg_mod
+    from .models.base import init_batchnorm
+    from .models.resnet import ResNet
+
+    if not isinstance(width_div, int) or width_div < 1:
+        raise ValueError(f"width_div={width_div!r} must be an integer >= 1")
+    if name == "resnet18":
+        widths = tuple(max(1, w // width_div) for w in (64, 128, 256, 512))
+        model: nn.Module = ResNet(widths, (2, 2, 2, 2), num_classes, shortcut="B")
+        init_batchnorm(model, 1.0)  # as models.resnet18
+    elif name in ("vgg16", "vgg19"):
+        cfg = [v if v == vgg_mod.M else max(1, int(v) // width_div)
+               for v in vgg_mod.CFGS[int(name[3:])]]
+        model = vgg_mod.VGG(cfg, num_classes)
+    else:
+        raise ValueError(f"model={name!r} is not known; allowed values: "
+                         "['resnet18', 'vgg16', 'vgg19']")
+    if in_channels != 3:
+        _replace_input_conv(model, in_channels)
+    return model
+
+
+# ------------------------------------------------------------------ notebook 01: convex toy
+
+
+@dataclass
+class L1Logistic:
+    """Binary logistic regression data: ``x`` (n, d) in [0, 1], ``y`` in {0, 1}, float64."""
+
+    x: Tensor
+    y: Tensor
+    digits: tuple[int, int]
+
+    def objective(self, w: Tensor, b: Tensor | float, lam: float) -> float:
+        """``phi(w) = (1/T) sum_t f(w, z_t) + lam ||w||_1``: Eqs. (4) and (16), mean logistic loss
+        (the intercept b is not penalized)."""
+        return float(self.loss(w, b) + lam * w.abs().sum())
+
+    def loss(self, w: Tensor, b: Tensor | float) -> float:
+        return float(F.binary_cross_entropy_with_logits(self.x @ w + b, self.y))
+
+    def error(self, w: Tensor, b: Tensor | float) -> float:
+        return float(((self.x @ w + b > 0).double() != self.y).double().mean())
+
+
+def load_l1_logistic(digits: Sequence[int] = (3, 8), split: str = "train",
+                     n_per_class: int = 0) -> L1Logistic:
+    """Two MNIST digits as a binary problem (pixels / 255, 784 features); label 1 = digits[1]."""
+    from . import data
+
+    if len(digits) != 2 or digits[0] == digits[1]:
+        raise ValueError(f"digits={list(digits)} must be two different digits")
+    s = data.load("mnist", split)
+    xs, ys = [], []
+    for label, d in enumerate(digits):
+        idx = (s.labels == d).nonzero().squeeze(1)
+        if n_per_class:
+            idx = idx[:n_per_class]
+        xs.append(s.images[idx].reshape(len(idx), -1).double() / 255.0)
+        ys.append(torch.full((len(idx),), float(label), dtype=torch.float64))
+    return L1Logistic(torch.cat(xs), torch.cat(ys), (int(digits[0]), int(digits[1])))
+
+
+def fista_l1_logistic(prob: L1Logistic, lam: float, iters: int = 3000) -> tuple[Tensor, float]:
+    """The reference minimizer of ``mean logistic loss + lam ||w||_1`` by full-batch FISTA.
+
+    Accelerated proximal gradient (Beck & Teboulle) with step ``1/L``, ``L = ||[X 1]||_2^2 /
+    (4n)``; the intercept is a free coordinate. Returns ``(w, b)``.
+    """
+    x = torch.cat([prob.x, torch.ones(len(prob.y), 1, dtype=prob.x.dtype)], 1)
+    n = x.shape[0]
+    lip = torch.linalg.matrix_norm(x, 2).item() ** 2 / (4 * n)
+    w = z = torch.zeros(x.shape[1], dtype=x.dtype)
+    tk = 1.0
+    mask = torch.ones_like(w)
+    mask[-1] = 0.0  # no threshold on the intercept
+    for _ in range(iters):
+        grad = x.T @ (torch.sigmoid(x @ z) - prob.y) / n
+        v = z - grad / lip
+        w_next = soft_threshold(v, mask * (lam / lip))
+        t_next = (1 + math.sqrt(1 + 4 * tk * tk)) / 2
+        z = w_next + (tk - 1) / t_next * (w_next - w)
+        w, tk = w_next, t_next
+    return w[:-1].clone(), float(w[-1])
+
+
+def l1_logistic_path(
+    prob: L1Logistic,
+    method: str,
+    lam: float,
+    gamma: float,
+    steps: int,
+    batch_size: int = 1,
+    eval_every: int = 100,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Run one stochastic method of Sec. 3.3 on the convex toy; record its path.
+
+    ``method``: ``prox_sgd`` (Eqs. (17)-(18), alpha_t = 1/(gamma sqrt t)), ``sqrt_prox_sgd``
+    (Eqs. (21)-(22)) or ``rda`` (Eqs. (19)-(20), beta_t = gamma sqrt t, w0 = w1 = 0 as in
+    Xiao's RDA for l1). The weights start at 0, samples are drawn i.i.d. with replacement
+    (the online setting of Eq. (2)); every ``eval_every`` iterations the full-data objective
+    ``phi(w_t)``, the loss, the fraction of exactly-zero weights and the method's current
+    threshold are recorded. The library optimizers of :mod:`replib.sparsity.optim` do the work.
+    """
+    if method not in TOY_METHODS:
+        raise ValueError(f"method={method!r} is not known; allowed values: {list(TOY_METHODS)}")
+    if steps < 1 or batch_size < 1 or eval_every < 1:
+        raise ValueError("steps, batch_size and eval_every must be >= 1")
+    d = prob.x.shape[1]
+    w = nn.Parameter(torch.zeros(d, dtype=torch.float64))
+    b = nn.Parameter(torch.zeros((), dtype=torch.float64))
+    groups = [{"params": [w], "lam": lam}, {"params": [b], "lam": 0.0}]
+    sched = None
+    if method == "prox_sgd":
+        opt: torch.optim.Optimizer = ProxSGD(groups, lr=1.0, lam=lam)
+        sched = inverse_sqrt_lr(opt, gamma)
+    elif method == "sqrt_prox_sgd":
+        opt = SqrtProxSGD(groups, lr=1.0, lam=lam, gamma=gamma)
+        sched = inverse_sqrt_lr(opt, gamma)
+    else:
+        opt = RDA(groups, lam=lam, gamma=gamma, anchor="zero")
+    gen = torch.Generator().manual_seed(seed)
+    n = len(prob.y)
+    idx_all = torch.randint(0, n, (steps, batch_size), generator=gen)
+    out: dict[str, list[float]] = {"t": [], "objective": [], "loss": [], "sparsity": [],
+                                   "threshold": [], "error": []}
+    for t in range(1, steps + 1):
+        idx = idx_all[t - 1]
+        opt.zero_grad(set_to_none=True)
+        F.binary_cross_entropy_with_logits(prob.x[idx] @ w + b, prob.y[idx]).backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        if t % eval_every == 0 or t == steps:
+            with torch.no_grad():
+                wd, bd = w.detach(), b.detach()
+                out["t"].append(t)
+                out["objective"].append(prob.objective(wd, bd, lam))
+                out["loss"].append(prob.loss(wd, bd))
+                out["error"].append(prob.error(wd, bd))
+                out["sparsity"].append(float((wd == 0).double().mean()))
+                thr = (prox_sgd_threshold(lam, gamma, t) if method == "prox_sgd"
+                       else rda_threshold(lam, gamma, t))
+                out["threshold"].append(float(thr))
+    out["w"] = w.detach().tolist()
+    out["b"] = float(b.detach())
+    return out

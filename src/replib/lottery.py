@@ -1,0 +1,831 @@
+"""Methods of the lottery paper (Fracastoro, Fosson, Migliorati, Calafiore): concave regularizers
+on a relaxed binary mask to find sparse trainable subnetworks.
+
+Two parts:
+
+1. **The illustrative example of Sec. IV-C** (Figs. 3-4): logistic regression on MNIST digits 0
+   and 1 at 20x20 pixels plus an intercept, solved by full-batch gradient descent in four ways:
+   plain logistic regression, l1 on ``theta`` by subgradient, and a relaxed mask ``m`` in
+   ``[0, 1]^400`` on a trained ``theta_hat`` with the l1 or the log regularizer by projected
+   gradient (Problem (4)). Everything is batched over random runs and over the lambda grid.
+2. **Algorithm 1 for deep networks** (Secs. III, V): rounds of joint training of ``theta`` and a
+   relaxed mask ``m`` on ``L(x; m * theta) + lambda R(m)`` (Eq. (2)) by projected SGD, pruning of
+   the entries with ``m < alpha`` (or of a fixed percentage of the smallest ``m``, Fig. 8), and
+   rewinding ``theta`` to ``theta_0``; iterative magnitude pruning (IMP) as the benchmark; and the
+   sigmoid reparameterization ``m = sigmoid(beta s)`` of continuous sparsification (ref. [12],
+   Fig. 9). The relaxed and hard masks themselves live in :mod:`replib.sparsity.masks`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .sparsity import masks as masks_mod
+from .sparsity import penalties
+from .sparsity.prune import imp_round
+
+# =========================================================================== Sec. IV-C
+
+LOGISTIC_METHODS = ("lr", "l1_theta", "mask_l1", "mask_log")
+"""Fig. 3's four approaches: plain logistic regression (LG), l1 on theta by subgradient,
+relaxed mask with the l1 regularizer, relaxed mask with the log regularizer."""
+
+RESIZE_MODES = ("resize", "crop")
+
+
+def mnist01_pool(images: Tensor, labels: Tensor, size: int = 20, mode: str = "resize",
+                 digits: tuple[int, int] = (0, 1)) -> tuple[Tensor, Tensor]:
+    """All MNIST images of the two ``digits`` as ``size x size`` pixel rows in [0, 1].
+
+    Sec. IV-C uses ``d = 400`` pixels. The paper does not say how the 28x28 MNIST images become
+    20x20: ``mode="resize"`` downsamples the whole image (area averaging, the reading of the
+    classic 20x20 MNIST subset), ``mode="crop"`` keeps the central 20x20 pixels (MNIST digits
+    are size-normalized into a 20x20 box). Returns ``(X, y)`` with ``X`` of shape
+    ``(n, size * size)`` (float32) and ``y`` in {0, 1} (1 for ``digits[1]``).
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"mode={mode!r} is not known; allowed values: {list(RESIZE_MODES)}")
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    keep = (labels == digits[0]) | (labels == digits[1])
+    x = images[keep].float() / 255.0
+    h = x.shape[-1]
+    if not 0 < size <= h:
+        raise ValueError(f"size={size} must lie in (0, {h}]")
+    if mode == "crop":
+        off = (h - size) // 2
+        x = x[..., off:off + size, off:off + size]
+    else:
+        x = F.interpolate(x, size=(size, size), mode="area")
+    y = (labels[keep] == digits[1]).float()
+    return x.flatten(1).contiguous(), y
+
+
+@dataclass
+class LogisticDraws:
+    """``runs`` random train/validation draws, with an intercept column (``X[..., -1] == 1``)."""
+
+    X_train: Tensor  # (runs, n_train_total, d + 1)
+    y_train: Tensor  # (runs, n_train_total)
+    X_val: Tensor    # (runs, n_val_total, d + 1)
+    y_val: Tensor    # (runs, n_val_total)
+    idx_train: Tensor  # (runs, n_train_total) indices into the pool
+    idx_val: Tensor
+
+
+def add_intercept(x: Tensor) -> Tensor:
+    """Append the constant-1 column of the intercept (``X in R^{N, 401}`` in Sec. IV-C)."""
+    return torch.cat([x, torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)], -1)
+
+
+def draw_mnist01(X: Tensor, y: Tensor, runs: int, n_per_digit: int = 200, n_train: int = 160,
+                 seed: int = 0) -> LogisticDraws:
+    """Sec. IV-C's samples: per run, ``n_per_digit`` random images of each digit, of which
+    ``n_train`` train and the rest validate (200 = 160 + 40 in the paper).
+
+    Run ``r`` draws with a generator seeded ``seed * 100_003 + r``, so runs are independent and
+    reproducible. Training rows come first digit 0 then digit 1 (order is irrelevant to
+    full-batch gradient descent).
+    """
+    if not 0 < n_train < n_per_digit:
+        raise ValueError(f"n_train={n_train} must lie in (0, n_per_digit={n_per_digit})")
+    if runs < 1:
+        raise ValueError(f"runs={runs} must be >= 1")
+    pools = [torch.nonzero(y == c).flatten() for c in (0.0, 1.0)]
+    for c, pool in enumerate(pools):
+        if len(pool) < n_per_digit:
+            raise ValueError(f"only {len(pool)} images of class {c}, n_per_digit={n_per_digit}")
+    tr, va = [], []
+    for r in range(runs):
+        g = torch.Generator().manual_seed(seed * 100_003 + r)
+        t_r, v_r = [], []
+        for pool in pools:
+            pick = pool[torch.randperm(len(pool), generator=g)[:n_per_digit]]
+            t_r.append(pick[:n_train])
+            v_r.append(pick[n_train:])
+        tr.append(torch.cat(t_r))
+        va.append(torch.cat(v_r))
+    idx_tr, idx_va = torch.stack(tr), torch.stack(va)
+    Xi = add_intercept(X)
+    return LogisticDraws(Xi[idx_tr], y[idx_tr], Xi[idx_va], y[idx_va], idx_tr, idx_va)
+
+
+def logistic_loss(X: Tensor, y: Tensor, theta: Tensor) -> Tensor:
+    """Mean cross-entropy of logistic regression, ``y_hat = sigmoid(X theta)`` (Sec. IV-C).
+
+    Batched: ``X`` (R, N, d), ``y`` (R, N), ``theta`` (R, d, K) -> loss (R, K). The paper writes
+    the sum over samples and ``y_hat = 1 / (1 + e^{X theta})``; we use the mean (so lambda does
+    not scale with N) and the usual sign (only the sign of theta flips).
+    """
+    z = X @ theta
+    return F.binary_cross_entropy_with_logits(
+        z, y.unsqueeze(-1).expand_as(z), reduction="none").mean(1)
+
+
+def _loss_grad(X: Tensor, y: Tensor, theta: Tensor) -> Tensor:
+    """Gradient of :func:`logistic_loss` w.r.t. ``theta``: ``X^T (sigmoid(X theta) - y) / N``."""
+    resid = torch.sigmoid(X @ theta) - y.unsqueeze(-1)
+    return X.transpose(1, 2) @ resid / X.shape[1]
+
+
+def lipschitz_step(X: Tensor) -> Tensor:
+    """Step ``1 / L`` with ``L = lambda_max(X^T X) / (4 N)``, the Lipschitz constant of the
+    gradient of the mean logistic loss, per run: ``(R, 1, 1)``."""
+    gram = X.transpose(1, 2) @ X / X.shape[1]
+    lmax = torch.linalg.eigvalsh(gram.double())[:, -1].to(X.dtype)
+    return (4.0 / lmax.clamp_min(1e-12)).view(-1, 1, 1)
+
+
+def fit_logistic(X: Tensor, y: Tensor, iters: int, lams: Tensor | None = None,
+                 reg: str = "none") -> Tensor:
+    """Full-batch gradient descent for logistic regression from ``theta = 0``, step ``1/L``.
+
+    ``reg="none"``: plain logistic regression (Fig. 3's LG); returns (R, d, 1).
+    ``reg="l1_subgrad"``: ``L + lambda ||theta||_1`` on the pixel weights (not the intercept) by
+    the subgradient method, ``sign(0) = 0`` as in PyTorch/TensorFlow (Sec. III-B); one column per
+    entry of ``lams``: (R, d, K). Sec. III-B's point is that these iterates oscillate around 0
+    instead of reaching it.
+    """
+    if reg not in ("none", "l1_subgrad"):
+        raise ValueError(f"reg={reg!r} is not known; allowed values: ['none', 'l1_subgrad']")
+    if iters < 1:
+        raise ValueError(f"iters={iters} must be >= 1")
+    R, _, d = X.shape
+    lam = torch.zeros(1) if reg == "none" or lams is None else torch.as_tensor(lams)
+    lam = lam.to(X.dtype).view(1, 1, -1)
+    theta = torch.zeros(R, d, lam.shape[-1], dtype=X.dtype)
+    step = lipschitz_step(X)
+    pix = torch.ones(d, 1, dtype=X.dtype)
+    pix[-1] = 0.0  # the intercept is not regularized
+    for _ in range(iters):
+        g = _loss_grad(X, y, theta)
+        if reg == "l1_subgrad":
+            g = g + lam * torch.sign(theta) * pix
+        theta = theta - step * g
+    return theta
+
+
+def mask_design(X: Tensor, theta_hat: Tensor) -> tuple[Tensor, Tensor]:
+    """``X diag(theta_hat)`` on the pixels, and the fixed intercept logit (Sec. IV-C).
+
+    ``X theta_hat * m = X diag(theta_hat) m``; the intercept is kept unmasked (its logit
+    ``theta_hat_0`` is added as is), so ``m`` has one entry per pixel.
+    """
+    Z = X[..., :-1] * theta_hat[:, :-1, 0].unsqueeze(1)
+    b = X[..., -1] * theta_hat[:, -1, 0].unsqueeze(1)
+    return Z, b
+
+
+def mask_reg_grad(m: Tensor, reg: str, eps: float) -> Tensor:
+    """Gradient of ``R(m)`` on ``[0, 1]``: 1 for l1 (``r_1(m) = m``), ``r_eps'(m)`` for log."""
+    if reg == "l1":
+        return torch.ones_like(m)
+    if reg == "log":
+        return penalties.log_reg_grad(m, eps)
+    raise ValueError(f"reg={reg!r} is not known; allowed values: ['l1', 'log']")
+
+
+def fit_mask(X: Tensor, y: Tensor, theta_hat: Tensor, lams: Tensor, reg: str, iters: int,
+             eps: float = 0.1, m0: float = 0.5) -> Tensor:
+    """Problem (4) by projected gradient: ``min_{m in [0,1]^d} L(X diag(theta_hat), y; m) +
+    lambda R(m)``, one column per lambda: returns ``m`` of shape (R, d, K).
+
+    Starts at ``m = m0`` (Algorithm 1's ``m_0 = 1/2``), step ``1/L`` of the masked design; each
+    step is a gradient step on loss + regularizer followed by the projection onto the box.
+    """
+    if not 0.0 <= m0 <= 1.0:
+        raise ValueError(f"m0={m0} must lie in [0, 1]")
+    Z, b = mask_design(X, theta_hat)
+    lam = torch.as_tensor(lams).to(X.dtype).view(1, 1, -1)
+    R, _, d = Z.shape
+    m = torch.full((R, d, lam.shape[-1]), float(m0), dtype=X.dtype)
+    step = lipschitz_step(Z)
+    yy = y.unsqueeze(-1)
+    for _ in range(iters):
+        resid = torch.sigmoid(Z @ m + b.unsqueeze(-1)) - yy
+        g = Z.transpose(1, 2) @ resid / Z.shape[1] + lam * mask_reg_grad(m, reg, eps)
+        m = (m - step * g).clamp_(0.0, 1.0)
+    return m
+
+
+def masked_theta(theta_hat: Tensor, m: Tensor) -> Tensor:
+    """The final parameter vector ``theta_hat * m`` (intercept unmasked): (R, d + 1, K)."""
+    th = theta_hat.expand(-1, -1, m.shape[-1]).clone()
+    th[:, :-1, :] = th[:, :-1, :] * m
+    return th
+
+
+def accuracy(X: Tensor, y: Tensor, theta: Tensor) -> Tensor:
+    """Fraction of correct 0/1 predictions ``X theta > 0``: (R, K)."""
+    pred = (X @ theta > 0).to(y.dtype)
+    return (pred == y.unsqueeze(-1)).float().mean(1)
+
+
+def pixel_sparsity(theta: Tensor, tol: float = 0.0) -> Tensor:
+    """Fraction of pixel weights (intercept excluded) with ``|theta_i| <= tol``: (R, K).
+
+    ``tol = 0`` counts exact zeros, the sparsity the paper's Fig. 3 plots.
+    """
+    return (theta[:, :-1, :].abs() <= tol).float().mean(1)
+
+
+def logistic_sweep(draws: LogisticDraws, lams: list[float], iters: int, eps: float = 0.1,
+                   m0: float = 0.5, tol: float = 1e-3) -> dict[str, dict[str, Tensor]]:
+    """Fig. 3: validation accuracy and sparsity of the four methods for every lambda and run.
+
+    Returns ``{method: {"acc": (R, K), "sparsity": (R, K), "sparsity_tol": (R, K),
+    "theta": (R, d + 1, K)}}``; plain LR does not depend on lambda and is repeated over K.
+    ``sparsity_tol`` counts ``|theta_i| <= tol * max_j |theta_j|`` (a second reading of
+    "sparse", shown because subgradient iterates are small but never exactly 0).
+    """
+    Xt, yt, Xv, yv = draws.X_train, draws.y_train, draws.X_val, draws.y_val
+    K = len(lams)
+    lam = torch.tensor(lams, dtype=Xt.dtype)
+    theta_lr = fit_logistic(Xt, yt, iters)
+    thetas = {
+        "lr": theta_lr.expand(-1, -1, K),
+        "l1_theta": fit_logistic(Xt, yt, iters, lam, reg="l1_subgrad"),
+        "mask_l1": masked_theta(theta_lr, fit_mask(Xt, yt, theta_lr, lam, "l1", iters, eps, m0)),
+        "mask_log": masked_theta(theta_lr, fit_mask(Xt, yt, theta_lr, lam, "log", iters, eps,
+                                                    m0)),
+    }
+    out = {}
+    for name, th in thetas.items():
+        scale = th[:, :-1, :].abs().amax(1, keepdim=True).clamp_min(1e-12)
+        rel = torch.cat([th[:, :-1, :] / scale, th[:, -1:, :]], 1)
+        out[name] = {"acc": accuracy(Xv, yv, th), "sparsity": pixel_sparsity(th),
+                     "sparsity_tol": pixel_sparsity(rel, tol), "theta": th}
+    return out
+
+
+def find_k_sparse_mask(X: Tensor, y: Tensor, theta_hat: Tensor, k: int, iters: int,
+                       reg: str = "log", eps: float = 0.1, m0: float = 0.5,
+                       lam_lo: float = 1e-6, lam_hi: float = 10.0, steps: int = 40
+                       ) -> tuple[float, Tensor]:
+    """Bisection on ``log lambda`` for a mask with exactly ``k`` nonzero pixels (Fig. 4(a)).
+
+    For one run (``X`` of shape (1, N, d + 1)). Returns ``(lambda, m)``; if no lambda on the
+    path gives exactly ``k``, the mask with the nonzero count closest to ``k`` (ties: fewer
+    pixels) is returned.
+    """
+    if X.shape[0] != 1:
+        raise ValueError("find_k_sparse_mask works on one run: X must have shape (1, N, d+1)")
+    lo, hi = math.log(lam_lo), math.log(lam_hi)
+    best: tuple[int, float, Tensor] | None = None
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        m = fit_mask(X, y, theta_hat, torch.tensor([math.exp(mid)]), reg, iters, eps, m0)
+        nnz = int((masked_theta(theta_hat, m)[:, :-1, :] != 0).sum())
+        key = (abs(nnz - k), nnz)
+        if best is None or key < (abs(best[0] - k), best[0]):
+            best = (nnz, math.exp(mid), m)
+        if nnz == k:
+            break
+        if nnz > k:
+            lo = mid
+        else:
+            hi = mid
+    assert best is not None
+    return best[1], best[2]
+
+
+# =========================================================================== Algorithm 1
+
+MASK_REGULARIZERS = ("l1", "log")
+PRUNE_RULES = ("threshold", "percentage")
+
+
+def mask_regularizer(reg: str, eps: float = 0.1) -> Callable[[Tensor], Tensor]:
+    """``R(m)`` of Eq. (3) for one mask tensor: ``r_1(m) = m`` (l1 on [0, 1]) or ``r_eps``.
+
+    Sec. III-A; Sec. V-D takes ``eps = 0.1``. The caller keeps ``m`` in [0, 1].
+    """
+    if reg == "l1":
+        return penalties.l1
+    if reg == "log":
+        if eps <= 0:
+            raise ValueError(f"eps={eps} must be > 0")
+        return lambda m: penalties.log_reg(m, eps)
+    raise ValueError(f"reg={reg!r} is not known; allowed values: {list(MASK_REGULARIZERS)}")
+
+
+def drift_matched_scale(epochs: int, n_train: int, batch_size: int = 128,
+                        paper_epochs: int = 85, paper_n: int = 50_000) -> float:
+    """How much to multiply lambda by when a round has fewer SGD steps than the paper's.
+
+    The regularizer's pull on each mask entry per step is ``lr * lambda * r'(m)``; over a round
+    it adds up to ``steps * lr * lambda * r'(m)``. Scaling lambda by ``paper_steps / steps``
+    keeps that total equal when a reduced budget trains ``epochs`` epochs on ``n_train``
+    images (paper: 85 epochs of 50,000 CIFAR-10 images for ResNet-20, batch 128).
+    """
+    steps = epochs * math.ceil(n_train / batch_size)
+    paper_steps = paper_epochs * math.ceil(paper_n / batch_size)
+    return paper_steps / steps
+
+
+def mask_param_groups(model: nn.Module, weight_decay: float, mask_weight_decay: float = 0.0
+                      ) -> list[dict]:
+    """Two SGD parameter groups: the network (``theta``, biases, BN) with ``weight_decay``, and
+    the relaxed-mask or sigmoid-score tensors with ``mask_weight_decay`` (0: the mask is only
+    regularized by ``lambda R(m)``)."""
+    extra = mask_parameters(model)
+    ids = {id(p) for p in extra}
+    net = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": net, "weight_decay": weight_decay}]
+    if extra:
+        groups.append({"params": extra, "weight_decay": mask_weight_decay})
+    return groups
+
+
+def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Relaxed masks ``m`` (:class:`~replib.sparsity.masks.RelaxedMask`) and sigmoid scores
+    ``s`` (:class:`SigmoidMask`) of the model, in module order."""
+    out = list(masks_mod.mask_parameters(model))
+    out += [p.s for p in _sigmoid_masks(model).values()]
+    return out
+
+
+def _parametrizations(model: nn.Module, cls: type) -> dict[str, nn.Module]:
+    """The weight parametrizations of type ``cls``, by logical weight name."""
+    out = {}
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            for p in module.parametrizations["weight"]:
+                if isinstance(p, cls):
+                    out[f"{name}.weight" if name else "weight"] = p
+    return out
+
+
+def relaxed_values(model: nn.Module) -> dict[str, Tensor]:
+    """``m * keep`` of every relaxed mask, by logical weight name (detached copies)."""
+    return {n: (p.m * p.keep).detach().clone()
+            for n, p in _parametrizations(model, masks_mod.RelaxedMask).items()}
+
+
+def prune_relaxed(model: nn.Module, rule: str, alpha: float = 0.01, rate: float = 0.2
+                  ) -> dict[str, Tensor]:
+    """Step 4 of Algorithm 1 and its Fig. 8 alternative; returns the kept pattern (and applies it).
+
+    - ``"threshold"``: prune every entry with ``m < alpha`` (the paper's soft approach).
+    - ``"percentage"``: prune the ``ceil(rate * remaining)`` still-kept entries with the smallest
+      ``m``, over the whole network (Fig. 8's hard approach: "a constant percentage of weights is
+      removed at each round based on the magnitude of the mask value").
+
+    Pruned entries get ``keep = False`` and ``m = 0``; kept entries keep their relaxed value, so
+    the next round starts from ``m_{t-1}`` (Algorithm 1, step 2).
+    """
+    if rule == "threshold":
+        kept = masks_mod.threshold_masks(model, alpha)
+    elif rule == "percentage":
+        kept = imp_round(relaxed_values(model), masks_mod.current_masks(model), rate)
+    else:
+        raise ValueError(f"rule={rule!r} is not known; allowed values: {list(PRUNE_RULES)}")
+    masks_mod.apply_hard_masks(model, kept)
+    return kept
+
+
+def mask_histogram(model: nn.Module, bins: int = 20) -> list[int]:
+    """Counts of the still-kept relaxed-mask values in ``bins`` equal bins of [0, 1]."""
+    vals = [p.m[p.keep].detach().flatten()
+            for p in _parametrizations(model, masks_mod.RelaxedMask).values()]
+    if not vals:
+        return [0] * bins
+    return torch.histc(torch.cat(vals).float().cpu(), bins=bins, min=0.0, max=1.0).long().tolist()
+
+
+def density(masks: Mapping[str, Tensor]) -> float:
+    """Fraction of prunable weights kept (the paper's "unpruned" rate)."""
+    total = sum(m.numel() for m in masks.values())
+    return float(sum(int(m.sum()) for m in masks.values())) / total
+
+
+# --------------------------------------------------------------------------- sigmoid masks
+
+
+class SigmoidMask(nn.Module):
+    """Continuous sparsification's mask (ref. [12]; Fig. 9): ``weight = sigmoid(beta s) * theta``.
+
+    ``s`` starts at ``s0`` everywhere; ``beta`` (a buffer, so it is checkpointed) follows the
+    per-epoch schedule ``beta_t = beta_T^(t / T)`` of Sec. V-G; the ticket is ``s > 0``.
+    """
+
+    def __init__(self, shape: torch.Size, s0: float = 0.0, dtype: torch.dtype | None = None,
+                 device: torch.device | None = None) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.full(shape, float(s0), dtype=dtype, device=device))
+        self.register_buffer("beta", torch.ones((), dtype=dtype, device=device))
+
+    def forward(self, theta: Tensor) -> Tensor:
+        return theta * torch.sigmoid(self.beta * self.s)
+
+
+def _sigmoid_masks(model: nn.Module) -> dict[str, SigmoidMask]:
+    return _parametrizations(model, SigmoidMask)  # type: ignore[return-value]
+
+
+def add_sigmoid_masks(model: nn.Module, s0: float = 0.0) -> list[nn.Parameter]:
+    """Register a :class:`SigmoidMask` on every prunable weight; returns the scores ``s``."""
+    for name, module in masks_mod.prunable_layers(model).items():
+        if parametrize.is_parametrized(module, "weight"):
+            raise ValueError(f"add_sigmoid_masks needs unmasked layers; {name} has a mask")
+        w = module.weight
+        parametrize.register_parametrization(
+            module, "weight", SigmoidMask(w.shape, s0, dtype=w.dtype, device=w.device))
+    return [p.s for p in _sigmoid_masks(model).values()]
+
+
+def sigmoid_beta(epoch: int, epochs: int, beta_final: float = 200.0) -> float:
+    """``beta_t = beta_T^(t / T)`` (Sec. V-G, from [12]): 1 at the first epoch of a round,
+    ``beta_final`` at the last (``t = epoch``, ``T = epochs - 1``)."""
+    if epochs <= 1:
+        return float(beta_final)
+    t = min(max(epoch, 0), epochs - 1)
+    return float(beta_final) ** (t / (epochs - 1))
+
+
+@torch.no_grad()
+def set_sigmoid_beta(model: nn.Module, beta: float) -> None:
+    for p in _sigmoid_masks(model).values():
+        p.beta.fill_(beta)
+
+
+def sigmoid_penalty(model: nn.Module) -> Tensor:
+    """``sum sigmoid(beta s)``: the l1 norm of the (positive) sigmoid mask."""
+    return sum(torch.sigmoid(p.beta * p.s).sum() for p in _sigmoid_masks(model).values())
+
+
+@torch.no_grad()
+def sigmoid_ticket(model: nn.Module) -> dict[str, Tensor]:
+    """Continuous sparsification's ticket: the weights with ``s > 0``."""
+    return {n: p.s > 0 for n, p in _sigmoid_masks(model).items()}
+
+
+@torch.no_grad()
+def reset_sigmoid_scores(model: nn.Module, s0: float = 0.0) -> None:
+    """Between rounds, [12] resets ``s <- min(s, s0)`` and the temperature to 1."""
+    for p in _sigmoid_masks(model).values():
+        p.s.clamp_(max=s0)
+        p.beta.fill_(1.0)
+
+
+def remove_all_masks(model: nn.Module) -> None:
+    """Remove every weight parametrization, leaving ``theta`` (not the masked weight)."""
+    for _, module in masks_mod.prunable_layers(model).items():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+
+
+# --------------------------------------------------------------------------- rounds
+
+METHODS = ("imp", "mask_l1", "mask_log", "sigmoid")
+"""IMP (benchmark, Sec. V-E), Algorithm 1 with ``r_1`` or ``r_eps``, and continuous
+sparsification's sigmoid mask (Fig. 9)."""
+
+
+@dataclass
+class TrainConfig:
+    """One training stage (a search round or a ticket training): Sec. V-D's SGD setup."""
+
+    epochs: int
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    milestones: tuple[float, ...] = (56 / 85, 71 / 85)
+    batch_size: int = 128
+    pad: int = 4
+    flip: bool = True
+    seed: int = 0
+    device: torch.device | str = "cpu"
+
+    def optimizer(self, groups) -> torch.optim.SGD:
+        return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum,
+                               weight_decay=self.weight_decay, nesterov=self.nesterov)
+
+
+@dataclass
+class Stage:
+    """What one training stage left: its history, wall time, and what it measured."""
+
+    name: str
+    history: list[dict]
+    wall_s: float
+
+    @property
+    def train_s(self) -> float:
+        """Training time without the per-epoch evaluations."""
+        return float(sum(h["epoch_time_s"] for h in self.history))
+
+    @property
+    def last(self) -> dict:
+        return self.history[-1]
+
+
+def train_stage(model: nn.Module, train, test, cfg: TrainConfig, name: str, ckpt_dir,
+                penalty=None, after_step=None, epoch_metrics=None, val=None) -> Stage:
+    """``replib.train.fit`` with Sec. V-D's optimizer: SGD on two groups (network with weight
+    decay, masks without) and the LR divided by 10 at ``cfg.milestones`` (fractions of the
+    epochs; 56/85 and 71/85 for ResNet-20). Checkpointed in ``ckpt_dir``, so a completed stage
+    is loaded, not retrained."""
+    import time
+
+    from .train import fit, multistep_schedule
+
+    opt = cfg.optimizer(mask_param_groups(model, cfg.weight_decay))
+    sched = multistep_schedule(opt, cfg.epochs, tuple(cfg.milestones))
+    t0 = time.perf_counter()
+    hist = fit(model, train, epochs=cfg.epochs, optimizer=opt, scheduler=sched,
+               batch_size=cfg.batch_size, test=test, val=val, penalty=penalty,
+               after_step=after_step, epoch_metrics=epoch_metrics, pad=cfg.pad, flip=cfg.flip,
+               seed=cfg.seed, ckpt_dir=ckpt_dir, device=cfg.device, desc=name)
+    return Stage(name, hist, time.perf_counter() - t0)
+
+
+def fresh_ticket(build: Callable[[], nn.Module], rewind_state: Mapping[str, Tensor],
+                 kept: Mapping[str, Tensor] | None, device) -> nn.Module:
+    """A new network with ``theta = theta_rewind`` and the binary mask ``kept`` (rewinding)."""
+    model = build().to(device)
+    masks_mod.rewind(model, rewind_state, kept)
+    return model
+
+
+def _ticket_row(t: int, kept: Mapping[str, Tensor] | None, stage: Stage) -> dict:
+    last = stage.last
+    dens = 1.0 if kept is None else density(kept)
+    return {"round": t, "density": dens, "sparsity": 1.0 - dens,
+            "kept": None if kept is None else int(sum(int(m.sum()) for m in kept.values())),
+            "test_acc": last.get("test_acc"), "test_loss": last.get("test_loss"),
+            "val_acc": last.get("val_acc"), "train_acc": last.get("train_acc"),
+            "ticket_train_s": stage.train_s, "ticket_wall_s": stage.wall_s}
+
+
+def run_imp(build, train, test, cfg: TrainConfig, stage_dir, rounds: int = 3,
+            rate: float = 0.2, rewind_state=None, val=None) -> dict:
+    """IMP with rewinding (Frankle & Carbin [4]; Fig. 1): train, prune ``rate`` of the remaining
+    weights with the smallest ``|w|`` globally (open_lth's ``sparse_global``), rewind, repeat.
+
+    Stage 0 trains the dense network (the baseline); stage ``t`` trains the ticket of round ``t``
+    from the rewound weights, so ``rounds`` prunings need ``rounds + 1`` trainings.
+    """
+    model = build().to(cfg.device)
+    theta0 = masks_mod.snapshot(model) if rewind_state is None else rewind_state
+    kept = None
+    rows, stages = [], []
+    for t in range(rounds + 1):
+        if t > 0:
+            kept = imp_round(model, kept, rate)
+            model = fresh_ticket(build, theta0, kept, cfg.device)
+        st = train_stage(model, train, test, cfg, f"imp{t}", stage_dir(f"train{t}"), val=val)
+        stages.append(st)
+        row = _ticket_row(t, kept, st)
+        row["search_train_s"] = stages[t - 1].train_s if t > 0 else 0.0
+        rows.append(row)
+    return {"rounds": rows, "histories": {s.name: s.history for s in stages},
+            "find_train_s": sum(s.train_s for s in stages[:-1]),
+            "ticket_train_s": stages[-1].train_s}
+
+
+def run_relaxed(build, train, test, cfg: TrainConfig, stage_dir, reg: str, lam: float,
+                rounds: int = 3, eps: float = 0.1, alpha: float = 0.01, rule: str = "threshold",
+                rate: float = 0.2, m0: float = 0.5, ticket_every_round: bool = True,
+                rewind_state=None, val=None) -> dict:
+    """Algorithm 1: ``rounds`` x (rewind ``theta`` to ``theta_0`` keeping ``m = m_{t-1}``; train
+    ``(theta, m)`` on ``L(x; m * theta) + lambda R(m)`` by SGD followed by the projection of
+    ``m`` onto [0, 1] after every step (Sec. III-B); prune ``m < alpha`` (or a percentage,
+    Fig. 8)).
+
+    After round ``t`` the binary pattern is trained in isolation from ``theta_0`` (the "training
+    of the sparse network" of Table III) when ``ticket_every_round`` or ``t == rounds``.
+    """
+    R = mask_regularizer(reg, eps)
+    model = build().to(cfg.device)
+    theta0 = masks_mod.snapshot(model) if rewind_state is None else rewind_state
+    masks_mod.add_relaxed_masks(model, init=m0)
+    rows, hist, histograms = [], {}, []
+    search_s, ticket_s = [], []
+
+    def penalty(mdl):
+        return lam * masks_mod.mask_penalty(mdl, R)
+
+    def after_step(mdl, step):
+        masks_mod.project_masks_(mdl)
+
+    def epoch_metrics(mdl):
+        vals = relaxed_values(mdl)
+        n = sum(v.numel() for v in vals.values())
+        above = sum(int((v >= alpha).sum()) for v in vals.values())
+        return {"mask_mean": float(sum(v.sum() for v in vals.values())) / n,
+                "mask_above_alpha": above / n,
+                "mask_zero": sum(int((v == 0).sum()) for v in vals.values()) / n}
+
+    for t in range(1, rounds + 1):
+        if t > 1:
+            masks_mod.rewind(model, theta0)
+        st = train_stage(model, train, test, cfg, f"search{t}", stage_dir(f"search{t}"),
+                         penalty=penalty, after_step=after_step, epoch_metrics=epoch_metrics,
+                         val=val)
+        hist[st.name] = st.history
+        search_s.append(st.train_s)
+        histograms.append(mask_histogram(model))
+        kept = prune_relaxed(model, rule, alpha, rate)
+        row = {"round": t, "density": density(kept), "sparsity": 1.0 - density(kept),
+               "search_test_acc": st.last.get("test_acc"), "search_train_s": st.train_s}
+        if ticket_every_round or t == rounds:
+            ticket = fresh_ticket(build, theta0, kept, cfg.device)
+            tst = train_stage(ticket, train, test, cfg, f"ticket{t}", stage_dir(f"ticket{t}"),
+                              val=val)
+            hist[tst.name] = tst.history
+            ticket_s.append(tst.train_s)
+            row.update({k: v for k, v in _ticket_row(t, kept, tst).items()
+                        if k not in row})
+        rows.append(row)
+    return {"rounds": rows, "histories": hist, "mask_histograms": histograms,
+            "find_train_s": sum(search_s), "ticket_train_s": ticket_s[-1]}
+
+
+def run_sigmoid(build, train, test, cfg: TrainConfig, stage_dir, lam: float, rounds: int = 3,
+                s0: float = 0.0, beta_final: float = 200.0, ticket_every_round: bool = True,
+                rewind_state=None, val=None) -> dict:
+    """Fig. 9's baseline, continuous sparsification [12] in the same 3-round pipeline: the mask
+    is ``m = sigmoid(beta s)``, penalized by ``lambda * sum(m)``, with ``beta`` raised each
+    epoch as ``beta_T^(t/T)`` (``beta_T = 200``); the ticket is ``s > 0``; between rounds
+    ``theta`` is rewound, ``s <- min(s, s0)`` and ``beta <- 1`` (as in [12])."""
+    model = build().to(cfg.device)
+    theta0 = masks_mod.snapshot(model) if rewind_state is None else rewind_state
+    add_sigmoid_masks(model, s0)
+    rows, hist, search_s, ticket_s = [], {}, [], []
+    from .data import num_batches
+
+    spe = num_batches(len(train), cfg.batch_size)
+
+    def penalty(mdl):
+        return lam * sigmoid_penalty(mdl)
+
+    def after_step(mdl, step):
+        set_sigmoid_beta(mdl, sigmoid_beta((step + 1) // spe, cfg.epochs, beta_final))
+
+    def epoch_metrics(mdl):
+        tk = sigmoid_ticket(mdl)
+        return {"ticket_density": density(tk)}
+
+    for t in range(1, rounds + 1):
+        if t > 1:
+            masks_mod.rewind(model, theta0)
+            reset_sigmoid_scores(model, s0)
+        set_sigmoid_beta(model, sigmoid_beta(0, cfg.epochs, beta_final))
+        st = train_stage(model, train, test, cfg, f"search{t}", stage_dir(f"search{t}"),
+                         penalty=penalty, after_step=after_step, epoch_metrics=epoch_metrics,
+                         val=val)
+        hist[st.name] = st.history
+        search_s.append(st.train_s)
+        kept = sigmoid_ticket(model)
+        row = {"round": t, "density": density(kept), "sparsity": 1.0 - density(kept),
+               "search_test_acc": st.last.get("test_acc"), "search_train_s": st.train_s}
+        if ticket_every_round or t == rounds:
+            ticket = fresh_ticket(build, theta0, kept, cfg.device)
+            tst = train_stage(ticket, train, test, cfg, f"ticket{t}", stage_dir(f"ticket{t}"),
+                              val=val)
+            hist[tst.name] = tst.history
+            ticket_s.append(tst.train_s)
+            row.update({k: v for k, v in _ticket_row(t, kept, tst).items() if k not in row})
+        rows.append(row)
+    return {"rounds": rows, "histories": hist, "find_train_s": sum(search_s),
+            "ticket_train_s": ticket_s[-1]}
+
+
+# =========================================================================== reading results
+
+
+def interp_accuracy(points: list[tuple[float, float]], dens: float) -> tuple[float, bool]:
+    """Accuracy of a curve of ``(density, accuracy)`` points at ``dens``, linear in log-density.
+
+    Returns ``(accuracy, inside)``; outside the curve's range the nearest end point is returned
+    with ``inside=False`` (e.g. IMP's sparsest ticket when IMP does not reach ``dens``).
+    """
+    if not points:
+        raise ValueError("points is empty")
+    if dens <= 0:
+        raise ValueError(f"dens={dens} must be > 0")
+    pts = sorted((math.log(d), a) for d, a in points)
+    x = math.log(dens)
+    if x <= pts[0][0]:
+        return pts[0][1], math.isclose(x, pts[0][0])
+    if x >= pts[-1][0]:
+        return pts[-1][1], math.isclose(x, pts[-1][0])
+    for (x0, a0), (x1, a1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            w = 0.0 if x1 == x0 else (x - x0) / (x1 - x0)
+            return a0 + w * (a1 - a0), True
+    raise AssertionError("unreachable")
+
+
+def ticket_points(record_rounds: list[dict]) -> list[tuple[float, float]]:
+    """``(density, test accuracy)`` of every trained ticket of a ``lottery_tickets`` record."""
+    return [(r["density"], r["test_acc"]) for r in record_rounds if r.get("test_acc") is not None]
+
+
+def logistic_fig3_checks(rows: list[dict], k_sparse_acc: float, k_nonzero: int, k: int = 8
+                         ) -> dict[str, bool]:
+    """The Fig. 3 / Fig. 4 statements of ``data/claims/lottery.csv``, from the per-(method,
+    lambda) rows of a ``lottery_logistic`` record (see the claim texts for the definitions)."""
+    by = {}
+    for r in rows:
+        by.setdefault(r["method"], []).append(r)
+    for v in by.values():
+        v.sort(key=lambda r: r["lam"])
+    lr, sub, l1, lg = by["lr"], by["l1_theta"], by["mask_l1"], by["mask_log"]
+    lr_acc, lr_sp = lr[0]["acc_mean"], lr[0]["sparsity_mean"]
+    lr_tol = lr[0]["sparsity_tol_mean"]
+    keep20 = [i for i in range(len(l1))
+              if l1[i]["nonzero_mean"] >= 20 and lg[i]["nonzero_mean"] >= 20]
+    sp_diff = [(a["sparsity_mean"], b["sparsity_mean"]) for a, b in zip(lg, l1)
+               if abs(a["sparsity_mean"] - b["sparsity_mean"]) > 1e-9]
+    acc_diff = [(a["acc_mean"], b["acc_mean"]) for a, b in zip(lg, l1)
+                if abs(a["acc_mean"] - b["acc_mean"]) > 1e-3]
+    return {
+        "F3-subgrad-not-sparse": all(r["sparsity_mean"] <= lr_sp + 0.01 for r in sub),
+        "F3-subgrad-less-sparse-exact": sub[-1]["sparsity_mean"] < lr_sp,
+        "F3-subgrad-less-sparse-tol": sub[-1]["sparsity_tol_mean"] < lr_tol,
+        "F3-mask-sparsifies": all(any(r["sparsity_mean"] >= 0.9 and r["acc_mean"] >= lr_acc - 0.01
+                                      for r in m) for m in (l1, lg)),
+        "F3-comparable-accuracy": bool(keep20) and all(
+            abs(m[i]["acc_mean"] - lr_acc) <= 0.02 for m in (sub, l1, lg) for i in keep20),
+        "F3-log-sparser": bool(sp_diff) and sum(a > b for a, b in sp_diff) > len(sp_diff) / 2,
+        "F3-log-more-accurate": bool(acc_diff) and
+        sum(a > b for a, b in acc_diff) > len(acc_diff) / 2,
+        "F4-8pixel-mask": k_nonzero == k and k_sparse_acc >= 0.9,
+    }
+
+
+# =========================================================================== figures
+
+
+def plot_fig3(df, names: Mapping[str, str], title: str = ""):
+    """Fig. 3: mean validation accuracy and sparsity against lambda, one line per method."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for key, label in names.items():
+        d = df[df.method == key].sort_values("lam")
+        for ax, col in zip(axes, ("acc", "sparsity")):
+            ax.plot(d.lam, d[f"{col}_mean"], marker="o", label=label)
+            ax.fill_between(d.lam, d[f"{col}_mean"] - d[f"{col}_std"],
+                            d[f"{col}_mean"] + d[f"{col}_std"], alpha=0.15)
+    for ax, lab in zip(axes, ("validation accuracy", "sparsity (exact zeros)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("lambda")
+        ax.set_ylabel(lab)
+    axes[1].legend(loc="best", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fig3_frontier(df, names: Mapping[str, str]):
+    """Accuracy against exact sparsity, and near-zero sparsity against lambda."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for key, label in names.items():
+        d = df[df.method == key].sort_values("lam")
+        axes[0].plot(d.sparsity_mean, d.acc_mean, marker="o", label=label)
+        axes[1].plot(d.lam, d.sparsity_tol_mean, marker="o", label=label)
+    axes[0].set_xlabel("sparsity (exact zeros)")
+    axes[0].set_ylabel("validation accuracy")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("lambda")
+    axes[1].set_ylabel("near-zero fraction (|theta| <= 1e-3 max)")
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fig4(artifacts: Mapping):
+    """Fig. 4: the k-sparse mask and the validation digits multiplied by it."""
+    import matplotlib.pyplot as plt
+
+    side = artifacts["side"]
+    mask = torch.tensor(artifacts["k_mask"]).view(side, side)
+    samples = torch.tensor(artifacts["samples"]).view(-1, side, side)
+    n = len(samples)
+    fig = plt.figure(figsize=(2.2 + 1.1 * ((n + 1) // 2), 2.6))
+    gs = fig.add_gridspec(2, 2 + (n + 1) // 2)
+    ax = fig.add_subplot(gs[:, :2])
+    ax.imshow(mask, cmap="gray_r", vmin=0, vmax=1)
+    ax.set_title(f"mask ({int((mask > 0).sum())} pixels)", fontsize=9)
+    ax.axis("off")
+    for i in range(n):
+        a = fig.add_subplot(gs[i // ((n + 1) // 2), 2 + i % ((n + 1) // 2)])
+        a.imshow(samples[i] * (mask > 0), cmap="gray", vmin=0, vmax=1)
+        a.set_title(f"label {int(artifacts['sample_labels'][i])}", fontsize=7)
+        a.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,193 @@
+"""iRDA paper: thresholds of Sec. 3.3, initialization of Sec. 3.5, networks, the task, the toy."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from replib import experiments as ex
+from replib import irda as IR
+from replib.tasks import irda as T
+
+f64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- Sec. 3.3 thresholds
+
+
+def test_thresholds_are_eqs_18_and_20() -> None:
+    t = torch.tensor([1.0, 4.0, 100.0, 10_000.0], dtype=f64)
+    lam, gamma = 1e-6, 0.5
+    pg = IR.prox_sgd_threshold(lam, gamma, t)
+    rda = IR.rda_threshold(lam, gamma, t)
+    # alpha_t lam = lam / (gamma sqrt t) and (t / beta_t) lam = lam sqrt(t) / gamma, by hand:
+    assert torch.allclose(pg, torch.tensor([2e-6, 1e-6, 2e-7, 2e-8], dtype=f64), rtol=1e-12)
+    assert torch.allclose(rda, torch.tensor([2e-6, 4e-6, 2e-5, 2e-4], dtype=f64), rtol=1e-12)
+    # their ratio is exactly t: RDA's threshold grows, prox-SGD's decays (Sec. 3.3)
+    assert torch.allclose(rda / pg, t, rtol=1e-12)
+
+
+def test_sqrt_prox_effective_lam_grows_linearly_eq_23() -> None:
+    t = torch.tensor([1.0, 10.0, 1000.0], dtype=f64)
+    assert torch.allclose(IR.sqrt_prox_effective_lam(1e-3, 2.0, t), 1e-3 * t, rtol=1e-12)
+
+
+def test_thresholds_refuse_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="gamma"):
+        IR.rda_threshold(1e-6, 0.0, 5)
+    with pytest.raises(ValueError, match="t "):
+        IR.prox_sgd_threshold(1e-6, 1.0, 0)
+
+
+# ---------------------------------------------------------------- Sec. 3.5 initialization
+
+
+def test_irda_init_is_uniform_with_std_s_over_sqrt_fan_in_eq_25() -> None:
+    conv = nn.Conv2d(64, 128, 3, bias=False)
+    lin = nn.Linear(512, 10)
+    bias_before = lin.bias.detach().clone()
+    model = nn.Sequential(conv, nn.Flatten(), lin)
+    gen = torch.Generator().manual_seed(0)
+    assert IR.init_irda_(model, s=10.0, generator=gen) == 2
+    n = 9 * 64  # k^2 c
+    a = math.sqrt(3) * 10 / math.sqrt(n)
+    w = conv.weight.detach()
+    assert w.abs().max() <= a
+    assert w.abs().max() > 0.99 * a  # 73,728 draws reach the edge of U(-a, a)
+    assert abs(w.std().item() - 10 / math.sqrt(n)) < 0.01 * 10 / math.sqrt(n)
+    assert abs(w.mean().item()) < 0.01 * a
+    assert lin.weight.abs().max() <= math.sqrt(3) * 10 / math.sqrt(512)
+    assert torch.equal(lin.bias.detach(), bias_before)  # biases keep their init
+    with pytest.raises(ValueError, match="s must be"):
+        IR.init_irda_(model, s=0.0)
+
+
+def test_build_model_widths_and_mnist_stem() -> None:
+    full = IR.build_model("resnet18", 10)
+    assert sum(p.numel() for p in full.parameters()) == 11_173_962  # ResNet-18, CIFAR stem
+    quarter = IR.build_model("resnet18", 10, in_channels=1, width_div=4)
+    convs = [m for m in quarter.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].in_channels == 1 and convs[0].out_channels == 16
+    assert quarter.fc.in_features == 128
+    assert quarter(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    vgg = IR.build_model("vgg19", 100, width_div=4)
+    assert [m.out_channels for m in vgg.modules() if isinstance(m, nn.Conv2d)][-1] == 128
+    with pytest.raises(ValueError, match="model="):
+        IR.build_model("lenet300", 10)
+
+
+# ---------------------------------------------------------------- optimizers built by the task
+
+
+def test_irda_optimizer_anchors_only_the_l1_weights_at_zero() -> None:
+    model = IR.build_model("resnet18", 10, width_div=16)
+    hp = dict(T.IRDA_DEFAULTS, anchor="zero")
+    opt, sched = T.make_irda_optimizer(model, hp)
+    assert sched is None
+    assert [g["anchor"] for g in opt.param_groups] == ["zero", "init"]
+    assert [g["lam"] for g in opt.param_groups] == [1e-6, 0.0]
+    bn = model.stem.bn.weight
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    opt.step()
+    # BN scales (no l1) move from their init 1.0 by -(sqrt(1)/gamma) gbar = -grad, not to -grad
+    assert torch.allclose(bn.detach(), 1.0 - bn.grad, atol=1e-6)
+
+
+def test_prox_sgd_task_optimizer_uses_the_paper_step_size() -> None:
+    model = IR.build_model("resnet18", 10, width_div=16)
+    opt, sched = T.make_irda_optimizer(model, dict(T.IRDA_DEFAULTS, method="prox_sgd",
+                                                   lam=1e-5, gamma=0.8))
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()  # no gradients yet: a no-op, in the order schedulers expect
+        sched.step()
+    assert lrs == pytest.approx([1 / (0.8 * math.sqrt(t)) for t in (1, 2, 3, 4)], rel=1e-12)
+    assert T.current_threshold(opt, dict(T.IRDA_DEFAULTS, method="prox_sgd", lam=1e-5,
+                                         gamma=0.8)) == pytest.approx(1e-5 / (0.8 * math.sqrt(5)))
+
+
+# ---------------------------------------------------------------- the task
+
+
+def _spec(**kw):
+    base = dict(dataset="mnist", model="resnet18", epochs=1, budget="smoke", train_subset=256,
+                val_size=128, width_div=16, augment=False, batch_size=64)
+    base.update(kw)
+    return ex.make_spec("irda", "irda", **base)
+
+
+def test_task_refuses_bad_choices() -> None:
+    with pytest.raises(ValueError, match="method"):
+        T.check_hparams(dict(T.IRDA_DEFAULTS, method="adam"))
+    with pytest.raises(ValueError, match="anchor"):
+        T.check_hparams(dict(T.IRDA_DEFAULTS, anchor="w1"))
+    with pytest.raises(ValueError, match="retrain_epochs"):
+        T.check_hparams(dict(T.IRDA_DEFAULTS, method="sgd", retrain_epochs=2))
+    with pytest.raises(ValueError, match="unknown parameter"):
+        _spec(beta=1.0)
+
+
+@pytest.mark.slow
+def test_irda_task_step_2_never_revives_a_zero(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("REPLIB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("REPLIB_CHECKPOINTS", str(tmp_path / "ckpt"))
+    spec = _spec(method="irda", lam=0.05, gamma=1.0, retrain_epochs=2)
+    rec = ex.execute(spec)
+    h = rec["history"]
+    assert [r["stage"] for r in h] == [1, 2, 2]
+    assert [r["iterations"] for r in h] == [4, 8, 12]  # 256 training images / batch 64
+    step1 = rec["artifacts"]["layers_step1"]
+    final = rec["artifacts"]["layers_final"]
+    # lam = 0.05: the threshold lam sqrt(t) already zeroes some weights in Step 1
+    assert 0 < h[0]["sparsity"] < 1
+    # Step 2 freezes the zero pattern: no layer becomes denser, sparsity never decreases
+    assert all(f["sparsity"] >= s["sparsity"] for s, f in zip(step1, final))
+    assert h[0]["sparsity"] <= h[1]["sparsity"] <= h[2]["sparsity"]
+    # the reported epoch is Step 2's best validation epoch
+    vals = [r["val_acc"] for r in h if r["stage"] == 2]
+    assert rec["metrics"]["val_acc"] == max(vals)
+    assert rec["metrics"]["chosen_epoch"] in (2, 3)
+
+
+# ---------------------------------------------------------------- the convex toy
+
+
+def _toy(n_per_class: int = 60) -> IR.L1Logistic:
+    return IR.load_l1_logistic((3, 8), "train", n_per_class=n_per_class)
+
+
+def test_fista_reaches_the_l1_optimality_conditions() -> None:
+    prob = _toy()
+    lam = 0.01
+    w, b = IR.fista_l1_logistic(prob, lam, iters=3000)
+    assert T.kkt_violation(prob, w, b, lam) < 1e-4
+    assert 0.5 < float((w == 0).double().mean()) < 1.0  # sparse, but not empty
+    # a random perturbation of the support violates them clearly: the check can fail
+    assert T.kkt_violation(prob, w + 0.01 * (w != 0), b, lam) > 1e-3
+
+
+def test_toy_rda_is_sparser_than_prox_sgd_and_sqrt_prox_collapses() -> None:
+    prob = _toy(200)
+    lam, gamma = 3e-3, 1.0
+    paths = {m: IR.l1_logistic_path(prob, m, lam, gamma, steps=3000, eval_every=1000)
+             for m in IR.TOY_METHODS}
+    assert paths["rda"]["t"] == [1000, 2000, 3000]
+    assert paths["rda"]["sparsity"][-1] > paths["prox_sgd"]["sparsity"][-1]
+    # sqrt(t)-prox-SGD minimizes lam * t * ||w||_1 (Eq. (23)): every weight ends at zero
+    assert paths["sqrt_prox_sgd"]["sparsity"][-1] == 1.0
+    assert paths["rda"]["threshold"][-1] == pytest.approx(lam * math.sqrt(3000) / gamma)
+    assert paths["prox_sgd"]["threshold"][-1] == pytest.approx(lam / (gamma * math.sqrt(3000)))
+    with pytest.raises(ValueError, match="method"):
+        IR.l1_logistic_path(prob, "sgd", lam, gamma, steps=1)

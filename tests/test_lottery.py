@@ -1,0 +1,308 @@
+"""The lottery paper's machinery: the Sec. IV-C logistic example, Algorithm 1's rounds (projected
+relaxed mask, threshold / percentage pruning, rewinding), IMP and the sigmoid mask."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from replib import lottery as lt
+from replib.data import DatasetInfo, Split
+from replib.sparsity import masks as M
+
+f64 = torch.float64
+
+
+# --------------------------------------------------------------------------- Sec. IV-C
+
+
+def test_mnist01_pool_crop_and_resize():
+    imgs = torch.zeros(6, 28, 28, dtype=torch.uint8)
+    imgs[:, 4:24, 4:24] = 255  # a white 20x20 centre
+    labels = torch.tensor([0, 1, 2, 1, 0, 7])
+    X, y = lt.mnist01_pool(imgs, labels, 20, "crop")
+    assert X.shape == (4, 400) and torch.equal(y, torch.tensor([0.0, 1, 1, 0]))
+    assert torch.all(X == 1.0)  # the crop is exactly the central 20x20
+    Xr, _ = lt.mnist01_pool(imgs, labels, 14, "resize")
+    # area averaging by 2x2: a 20x20 white square at offset 4 covers blocks 2..11 fully
+    assert Xr.shape == (4, 196)
+    img = Xr[0].view(14, 14)
+    assert torch.all(img[2:12, 2:12] == 1.0) and torch.all(img[:2] == 0) and img.sum() == 100
+    with pytest.raises(ValueError, match="mode"):
+        lt.mnist01_pool(imgs, labels, 20, "bilinear")
+
+
+def test_draw_mnist01_counts_and_disjoint():
+    X = torch.rand(1000, 16)
+    y = (torch.arange(1000) % 2).float()
+    d = lt.draw_mnist01(X, y, runs=3, n_per_digit=50, n_train=40, seed=1)
+    assert d.X_train.shape == (3, 80, 17) and d.X_val.shape == (3, 20, 17)
+    assert torch.all(d.X_train[..., -1] == 1) and torch.all(d.X_val[..., -1] == 1)
+    assert torch.all(d.y_train.sum(1) == 40) and torch.all(d.y_val.sum(1) == 10)
+    for r in range(3):
+        assert len(set(d.idx_train[r].tolist()) & set(d.idx_val[r].tolist())) == 0
+        assert len(set(d.idx_train[r].tolist())) == 80
+    d2 = lt.draw_mnist01(X, y, runs=3, n_per_digit=50, n_train=40, seed=1)
+    assert torch.equal(d.idx_train, d2.idx_train)
+    assert not torch.equal(d.idx_train[0], d.idx_train[1])  # runs differ
+    with pytest.raises(ValueError, match="n_train"):
+        lt.draw_mnist01(X, y, runs=1, n_per_digit=50, n_train=50)
+
+
+def test_logistic_gradient_matches_autograd():
+    torch.manual_seed(0)
+    X = torch.randn(2, 30, 5, dtype=f64)
+    y = (torch.rand(2, 30) > 0.5).to(f64)
+    theta = torch.randn(2, 5, 3, dtype=f64, requires_grad=True)
+    lt.logistic_loss(X, y, theta).sum().backward()
+    assert torch.allclose(lt._loss_grad(X, y, theta.detach()), theta.grad)
+
+
+def test_lipschitz_step_closed_form():
+    # X^T X / N = diag(4, 1): L = 4 / 4 = 1 -> step 1
+    X = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]], dtype=f64) * math.sqrt(2)
+    assert torch.allclose(lt.lipschitz_step(X), torch.ones(1, 1, 1, dtype=f64))
+
+
+def _separable(runs=2, n=40, d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(runs, n, d, generator=g, dtype=f64)
+    X[..., 0] = 0.0  # a dead pixel: zero in every image
+    y = (X[..., 1] > 0.5).to(f64)
+    return lt.add_intercept(X), y
+
+
+def test_subgradient_l1_keeps_dead_pixel_zero_and_decreases_loss():
+    X, y = _separable()
+    th = lt.fit_logistic(X, y, 200)
+    th_l1 = lt.fit_logistic(X, y, 200, torch.tensor([0.0, 0.05]), reg="l1_subgrad")
+    assert th.shape == (2, 7, 1) and th_l1.shape == (2, 7, 2)
+    assert torch.all(th[:, 0] == 0) and torch.all(th_l1[:, 0] == 0)
+    assert torch.allclose(th_l1[..., 0], th[..., 0])  # lambda = 0 is plain LR
+    zero = torch.zeros(2, 7, 1, dtype=f64)
+    assert torch.all(lt.logistic_loss(X, y, th) < lt.logistic_loss(X, y, zero))
+    with pytest.raises(ValueError, match="reg"):
+        lt.fit_logistic(X, y, 10, reg="l2")
+
+
+def test_fit_mask_projected_gradient():
+    X, y = _separable()
+    th = lt.fit_logistic(X, y, 300)
+    lams = torch.tensor([0.0, 1e-3, 100.0])
+    for reg in ("l1", "log"):
+        m = lt.fit_mask(X, y, th, lams, reg, 300)
+        assert m.shape == (2, 6, 3)
+        assert torch.all((m >= 0) & (m <= 1))
+        if reg == "l1":  # dead pixel: only the regularizer acts, m = max(1/2 - k step lam, 0)
+            step = lt.lipschitz_step(lt.mask_design(X, th)[0]).view(-1, 1)
+            expect = (0.5 - 300 * step * lams.view(1, -1)).clamp(min=0)
+            assert torch.allclose(m[:, 0, :], expect)
+        assert torch.all(m[:, 0, 1:] < 0.5) and torch.all(m[:, 0, 0] == 0.5)
+        assert torch.all(m[..., 2] == 0)   # a huge lambda prunes everything
+        assert torch.all(m[:, 1, 0] == 1)  # the informative pixel saturates at 1 without lambda
+        full = lt.masked_theta(th, m)
+        assert torch.equal(full[:, -1, :], th[:, -1, :].expand(-1, 3))  # intercept unmasked
+    with pytest.raises(ValueError, match="m0"):
+        lt.fit_mask(X, y, th, lams, "l1", 1, m0=2.0)
+
+
+def test_one_projected_step_equals_formula():
+    X, y = _separable(runs=1)
+    th = lt.fit_logistic(X, y, 50)
+    lam, eps = 0.3, 0.1
+    Z, b = lt.mask_design(X, th)
+    m0 = torch.full((1, 6, 1), 0.5, dtype=f64)
+    resid = torch.sigmoid(Z @ m0 + b.unsqueeze(-1)) - y.unsqueeze(-1)
+    g = Z.transpose(1, 2) @ resid / Z.shape[1] + lam / ((m0 + eps) * math.log((1 + eps) / eps))
+    expect = (m0 - lt.lipschitz_step(Z) * g).clamp(0, 1)
+    got = lt.fit_mask(X, y, th, torch.tensor([lam]), "log", 1, eps)
+    assert torch.allclose(got, expect)
+
+
+def test_sparsity_and_accuracy_counts():
+    th = torch.tensor([[[0.0], [1.0], [0.0], [-2.0], [5.0]]])  # 4 pixels + intercept
+    assert lt.pixel_sparsity(th).item() == 0.5
+    assert lt.pixel_sparsity(th, tol=1.0).item() == 0.75
+    X = torch.tensor([[[0.0, 0, 0, 1, 1], [0, 1, 0, 0, 0]]])  # logits 3, 1 -> both class 1
+    assert lt.accuracy(X, torch.tensor([[1.0, 0.0]]), th).item() == 0.5
+
+
+def test_find_k_sparse_mask_hits_k():
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(1, 60, 12, generator=g, dtype=f64)
+    y = (X[..., :4].sum(-1) > 2).to(f64)
+    X = lt.add_intercept(X)
+    th = lt.fit_logistic(X, y, 500)
+    lam, m = lt.find_k_sparse_mask(X, y, th, 3, 500, lam_lo=1e-5, lam_hi=10.0)
+    assert int((lt.masked_theta(th, m)[:, :-1] != 0).sum()) == 3 and 1e-5 < lam < 10
+
+
+# --------------------------------------------------------------------------- Algorithm 1
+
+
+def test_mask_regularizers_and_scale():
+    m = torch.tensor([0.0, 0.5, 1.0])
+    assert lt.mask_regularizer("l1")(m).item() == pytest.approx(1.5)
+    r = lt.mask_regularizer("log", 0.1)
+    assert r(torch.tensor([0.0])).item() == 0 and r(torch.tensor([1.0])).item() == pytest.approx(1)
+    assert r(torch.tensor([0.5])).item() == pytest.approx(math.log(6) / math.log(11))
+    with pytest.raises(ValueError, match="reg"):
+        lt.mask_regularizer("l2")
+    with pytest.raises(ValueError, match="eps"):
+        lt.mask_regularizer("log", 0.0)
+    assert lt.drift_matched_scale(85, 50_000) == 1.0
+    assert lt.drift_matched_scale(5, 5000) == pytest.approx(85 * 391 / (5 * 40))
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(x)).flatten(1))
+
+
+def _tiny_split(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    info = DatasetInfo("tiny", "tiny", (), 3, (1, 8, 8), (0.5,), (0.25,))
+    images = torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    labels = (images.float().mean((1, 2, 3)) > 127).long() + (images[:, 0, 0, 0] > 200).long()
+    return Split("tiny", "train", images, labels, info, {})
+
+
+def _set_masks(model, values):
+    for (name, _), p in zip(M.prunable_layers(model).items(), M.mask_parameters(model)):
+        with torch.no_grad():
+            p.copy_(values[name])
+
+
+def test_threshold_and_percentage_pruning_exact():
+    torch.manual_seed(0)
+    model = Tiny()
+    M.add_relaxed_masks(model)
+    vals = {n: torch.rand_like(w) for n, w in {n: m.weight for n, m in
+                                              M.prunable_layers(model).items()}.items()}
+    _set_masks(model, vals)
+    kept = lt.prune_relaxed(model, "threshold", alpha=0.3)
+    for n, v in vals.items():
+        assert torch.equal(kept[n], v >= 0.3)
+    rv = lt.relaxed_values(model)
+    for n, v in vals.items():
+        assert torch.equal(rv[n], torch.where(v >= 0.3, v, torch.zeros_like(v)))
+    remaining = sum(int(k.sum()) for k in kept.values())
+    kept2 = lt.prune_relaxed(model, "percentage", rate=0.25)
+    left = sum(int(k.sum()) for k in kept2.values())
+    assert left == remaining - math.ceil(0.25 * remaining)
+    alive = torch.cat([rv[n][kept2[n]] for n in kept2])
+    dead = torch.cat([rv[n][kept[n] & ~kept2[n]] for n in kept2])
+    assert dead.max() <= alive.min()  # the smallest mask values went
+    with pytest.raises(ValueError, match="rule"):
+        lt.prune_relaxed(model, "magnitude")
+
+
+def test_rewind_keeps_relaxed_mask_and_resets_theta():
+    torch.manual_seed(0)
+    model = Tiny()
+    theta0 = M.snapshot(model)
+    M.add_relaxed_masks(model)
+    opt = torch.optim.SGD(lt.mask_param_groups(model, 1e-4), lr=0.5)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
+    for _ in range(3):
+        loss = F.cross_entropy(model(x), y) + 0.1 * M.mask_penalty(model, lt.mask_regularizer("l1"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        M.project_masks_(model)
+    assert opt.param_groups[1]["weight_decay"] == 0.0
+    kept = lt.prune_relaxed(model, "threshold", alpha=0.45)
+    m_before = lt.relaxed_values(model)
+    M.rewind(model, theta0)
+    assert torch.equal(M.theta(model.conv), theta0["conv.weight"])
+    assert torch.equal(model.conv.bias, theta0["conv.bias"])
+    for n, v in lt.relaxed_values(model).items():
+        assert torch.equal(v, m_before[n])
+        assert torch.all(v[~kept[n]] == 0)
+        assert torch.all((v >= 0) & (v <= 1))
+
+
+def test_run_relaxed_and_imp_rounds_and_resume(tmp_path):
+    split = _tiny_split()
+    cfg = lt.TrainConfig(epochs=2, batch_size=16, pad=0, flip=False, lr=0.05)
+
+    def build():
+        return Tiny()
+
+    def stages(root):
+        return lambda name: tmp_path / root / name
+
+    torch.manual_seed(0)
+    out = lt.run_relaxed(build, split, split, cfg, stages("r"), "log", lam=0.05, rounds=2,
+                         alpha=0.3)
+    rows = out["rounds"]
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[0]["density"] >= rows[1]["density"]
+    total = 4 * 9 + 3 * 256  # prunable weights of Tiny
+    assert all(r["kept"] == round(r["density"] * total) and "test_acc" in r for r in rows)
+    assert len(out["mask_histograms"]) == 2 and sum(out["mask_histograms"][0]) == total
+    torch.manual_seed(0)
+    again = lt.run_relaxed(build, split, split, cfg, stages("r"), "log", lam=0.05, rounds=2,
+                           alpha=0.3)  # every stage is loaded from its checkpoint
+    assert again["rounds"][1]["test_acc"] == rows[1]["test_acc"]
+    assert again["rounds"][1]["density"] == rows[1]["density"]
+
+    torch.manual_seed(0)
+    imp = lt.run_imp(build, split, split, cfg, stages("i"), rounds=2, rate=0.2)
+    kept = [r["kept"] for r in imp["rounds"]]
+    assert kept[0] is None and kept[1] == total - math.ceil(0.2 * total)
+    assert kept[2] == kept[1] - math.ceil(0.2 * kept[1])
+    assert imp["find_train_s"] > 0 and len(imp["histories"]) == 3
+
+
+def test_sigmoid_mask_pieces():
+    assert lt.sigmoid_beta(0, 5) == 1.0 and lt.sigmoid_beta(4, 5) == pytest.approx(200.0)
+    assert lt.sigmoid_beta(2, 5) == pytest.approx(200 ** 0.5)
+    torch.manual_seed(0)
+    model = Tiny()
+    w = model.conv.weight.detach().clone()
+    lt.add_sigmoid_masks(model, s0=0.0)
+    assert torch.allclose(model.conv.weight, 0.5 * w)
+    with torch.no_grad():
+        model.conv.parametrizations.weight[0].s.copy_(torch.randn_like(w))
+    lt.set_sigmoid_beta(model, 3.0)
+    s = model.conv.parametrizations.weight[0].s.detach()
+    assert torch.allclose(model.conv.weight, w * torch.sigmoid(3 * s))
+    assert torch.equal(lt.sigmoid_ticket(model)["conv.weight"], s > 0)
+    lt.reset_sigmoid_scores(model, 0.0)
+    s2 = model.conv.parametrizations.weight[0].s.detach()
+    assert torch.equal(s2, s.clamp(max=0.0))
+    assert model.conv.parametrizations.weight[0].beta.item() == 1.0
+    assert len(lt.mask_parameters(model)) == 2
+    with pytest.raises(ValueError, match="unmasked"):
+        lt.add_sigmoid_masks(model)
+
+
+def test_run_sigmoid_tickets(tmp_path):
+    split = _tiny_split()
+    cfg = lt.TrainConfig(epochs=2, batch_size=16, pad=0, flip=False, lr=0.05)
+    torch.manual_seed(0)
+    out = lt.run_sigmoid(Tiny, split, split, cfg, lambda n: tmp_path / n, lam=1e-3, rounds=2)
+    assert [r["round"] for r in out["rounds"]] == [1, 2]
+    assert all(0.0 <= r["density"] <= 1.0 for r in out["rounds"])
+
+
+def test_task_rejects_bad_method():
+    from replib import experiments as ex
+
+    spec = ex.make_spec("lottery", "lottery_tickets", dataset="cifar10", model="resnet20",
+                        epochs=1, budget="smoke", method="random")
+    with pytest.raises(ValueError, match="method"):
+        ex.get_task("lottery_tickets").fn(spec, None)
+    with pytest.raises(ValueError, match="model"):
+        ex.make_spec("lottery", "lottery_tickets", dataset="cifar10", model="lenet300",
+                     epochs=1)

@@ -1,0 +1,208 @@
+"""Proximal / original network slimming: widths, penalties, counts, physical pruning, tasks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from replib import data
+from replib import experiments as ex
+from replib import proxns
+from replib.metrics import count_params
+from replib.models.vgg import VGG
+from replib.sparsity.prune import bn_channel_masks
+
+from conftest import have_data
+
+
+def _bn_params(net: nn.Module) -> int:
+    return sum(p.numel() for m in net.modules() if isinstance(m, nn.BatchNorm2d)
+               for p in m.parameters())
+
+
+# ---------------------------------------------------------------- networks at a width
+
+
+def test_vgg19_width_scales_every_conv_and_keeps_the_pools() -> None:
+    cfg = proxns.vgg_cfg(0.25)
+    assert cfg == [16, 16, "M", 32, 32, "M", 64, 64, 64, 64, "M", 128, 128, 128, 128, "M",
+                   128, 128, 128, 128]
+    net = proxns.build_model("vgg19", 10, 0.25)
+    assert proxns.total_channels(net) == 5504 // 4  # Table 1's 5504 scaling factors / 4
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_full_width_is_the_registry_network() -> None:
+    net = proxns.build_model("densenet40", 10, 1.0)
+    assert proxns.total_channels(net) == 9360
+    assert count_params(net) == 1_059_298
+
+
+@pytest.mark.parametrize("name,full", [("densenet40", 9360), ("preresnet164", 12112),
+                                       ("preresnet110", 8080)])
+def test_width_quarter_has_a_quarter_of_the_scaling_factors(name: str, full: int) -> None:
+    net = proxns.build_model(name, 10, 0.25)
+    # every width of these nets is a multiple of 4 (DenseNet: growth 12 -> 3, stem 24 -> 6)
+    assert proxns.total_channels(net) == full // 4
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    bns = proxns.batchnorms(net).values()
+    assert all(torch.all(bn.weight == 0.5) for bn in bns)  # Algorithm 1: gamma init 0.5
+
+
+def test_narrowed_preresnet_is_freshly_initialized() -> None:
+    net = proxns.build_model("preresnet110", 10, 0.5)
+    conv = net.conv1
+    assert conv.out_channels == 8
+    # slimming init: N(0, sqrt(2 / (k^2 * out))) for the 3x3 stem with 8 outputs
+    std = (2.0 / (9 * 8)) ** 0.5
+    assert 0.5 * std < float(conv.weight.detach().std()) < 1.5 * std
+
+
+def test_bad_model_and_width_are_refused() -> None:
+    with pytest.raises(ValueError, match="model"):
+        proxns.build_model("resnet20", 10, 0.5)
+    with pytest.raises(ValueError, match="width"):
+        proxns.build_model("vgg19", 10, 0.0)
+    with pytest.raises(ValueError, match="model"):
+        proxns.paper_settings("vgg16")
+
+
+# ---------------------------------------------------------------- penalty and counts
+
+
+def test_slimming_penalty_gradient_is_s_sign_gamma_with_sign_0_is_0() -> None:
+    net = VGG([3, "M", 4], 10)
+    bn = net.features.bn2
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, -0.2, 0.0, 1e-9]))
+    s = 1e-4
+    loss = proxns.slimming_penalty(s)(net)
+    loss.backward()
+    torch.testing.assert_close(bn.weight.grad, s * torch.tensor([1.0, -1.0, 0.0, 1.0]))
+    torch.testing.assert_close(loss.detach(), torch.tensor(s * (3 * 0.5 + 0.7 + 1e-9)))
+    with pytest.raises(ValueError, match="s="):
+        proxns.slimming_penalty(-1.0)
+
+
+def test_count_zeros_and_log_histogram_account_for_every_value() -> None:
+    x = torch.tensor([0.0, 0.0, -1e-12, 2e-5, 0.3, -0.3, 20.0])
+    assert proxns.count_zeros([x, torch.zeros(3)]) == 5
+    h = proxns.log_histogram([x], lo=-8.0, hi=1.0, bins=9)
+    assert h["zeros"] == 2 and h["below"] == 1 and h["above"] == 1
+    assert sum(h["counts"]) == 3  # 2e-5 and the two |0.3|
+    assert h["counts"][3] == 1  # log10(2e-5) = -4.7 falls in [-5, -4)
+    assert h["counts"][7] == 2  # log10(0.3) = -0.52 falls in [-1, 0)
+    assert len(h["edges"]) == 10
+
+
+# ---------------------------------------------------------------- physical pruning
+
+
+def test_prune_channels_removes_exactly_the_masked_channels() -> None:
+    torch.manual_seed(0)
+    net = VGG([4, "M", 6], 10).eval()
+    masks = {"features.bn1": torch.tensor([True, False, True, False]),
+             "features.bn2": torch.tensor([False, True, True, False, True, False])}
+    shrunk, stats = proxns.prune_channels(net, masks, (3, 32, 32))
+    # conv1 3x2x9 + bn1 2x2 + conv2 2x3x9 + bn2 2x3 + fc 3x10+10
+    assert stats["params_after"] == count_params(shrunk) == 54 + 4 + 54 + 6 + 40
+    assert stats["params"] == 3 * 4 * 9 + 8 + 4 * 6 * 9 + 12 + 70
+    assert stats["channels"] == 10 and stats["channels_pruned"] == 5
+    assert stats["channels_pruned_pct"] == pytest.approx(50.0)
+    # FLOPs = 2 x MACs: conv1 32x32x(2*27), conv2 16x16x(3*18), fc 3*10
+    assert stats["flops_after"] == 2 * (1024 * 2 * 27 + 256 * 3 * 18 + 30)
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(shrunk(x), proxns.masked_copy(net, masks)(x))
+
+
+def test_percent_pruning_never_empties_a_layer_and_the_net_still_runs() -> None:
+    torch.manual_seed(0)
+    net = proxns.build_model("vgg19", 10, 0.125).eval()
+    with torch.no_grad():
+        for i, bn in enumerate(proxns.batchnorms(net).values()):
+            bn.weight.copy_(torch.rand(bn.num_features) * (0.01 if i < 8 else 1.0))
+    masks = bn_channel_masks(net, percent=0.6)
+    assert all(int(m.sum()) >= 1 for m in masks.values())
+    shrunk, stats = proxns.prune_channels(net, masks, (3, 32, 32))
+    kept = [bn.num_features for bn in proxns.batchnorms(shrunk).values()]
+    assert kept == [int(m.sum()) for m in masks.values()]
+    assert stats["channels_pruned"] == 688 - sum(kept)
+    assert shrunk(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_preresnet_first_bn_is_pruned_by_selection_not_by_the_residual_stream() -> None:
+    """A pre-activation block's bn1 reads the residual stream shared with the shortcut: its
+    masked channels are dropped from bn1 and conv1 only (a channel selection in front), the
+    stream keeps its width, and the shrunk net computes what the masked net computes."""
+    torch.manual_seed(0)
+    net = proxns.build_model("preresnet110", 10, 0.25).eval()
+    masks = {n: torch.ones(bn.num_features, dtype=torch.bool)
+             for n, bn in proxns.batchnorms(net).items()}
+    name = "stages.layer2.3.bn1"
+    masks[name][::2] = False
+    width = masks[name].numel()
+    shrunk, stats = proxns.prune_channels(net, masks, (3, 32, 32))
+    assert stats["channels_pruned"] == width // 2
+    block = shrunk.stages.layer2[3]
+    assert block.conv1.in_channels == width // 2
+    assert block.conv3.out_channels == width  # residual stream untouched
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(shrunk(x), proxns.masked_copy(net, masks)(x), atol=1e-5,
+                               rtol=1e-5)
+
+
+def _tiny_split(n: int = 40) -> data.Split:
+    g = torch.Generator().manual_seed(0)
+    info = data.check_name("cifar10")
+    return data.Split("cifar10", "test", torch.randint(0, 256, (n, 3, 32, 32), generator=g,
+                                                       dtype=torch.uint8),
+                      torch.randint(0, 10, (n,), generator=g), info, {})
+
+
+def test_prune_curve_at_zero_percent_is_the_unpruned_accuracy() -> None:
+    from replib.metrics import evaluate
+
+    torch.manual_seed(0)
+    net = proxns.build_model("vgg19", 10, 0.125)
+    with torch.no_grad():  # distinct scales (at init they all tie at 0.5)
+        for bn in proxns.batchnorms(net).values():
+            bn.weight.uniform_(0.1, 1.0)
+    split = _tiny_split()
+    curve = proxns.prune_curve(net, split, [0.0, 0.5])
+    assert curve[0]["acc"] == evaluate(net, split)["acc"]
+    assert curve[0]["channels_pruned_pct"] == 0.0
+    assert curve[1]["channels_pruned_pct"] == pytest.approx(50.0)
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def test_tasks_refuse_bad_settings_before_training() -> None:
+    with pytest.raises(ValueError, match="model"):
+        ex.make_spec("proxns", "proxns_proximal_ns", dataset="cifar10", model="resnet20",
+                     epochs=1)
+    spec = ex.make_spec("proxns", "proxns_original_ns", dataset="cifar10", model="vgg19",
+                        epochs=1, budget="smoke", percent=1.5)
+    with pytest.raises(ValueError, match="percent"):
+        ex.run(spec)
+    spec = ex.make_spec("proxns", "proxns_proximal_ns", dataset="cifar10", model="vgg19",
+                        epochs=1, budget="smoke", width=1.5)
+    with pytest.raises(ValueError, match="width"):
+        ex.run(spec)
+
+
+@pytest.mark.skipif(not have_data("cifar10"), reason="CIFAR-10 not available")
+def test_proximal_ns_with_a_huge_lambda_zeroes_all_but_one_channel_per_layer() -> None:
+    """lam / (alpha + beta) = 60 / 110 > 0.53 >= xi: one step sets every xi to exactly 0.
+    Every layer would be emptied, so exactly one channel per BN layer (16 in VGG-19) stays,
+    and the pruned VGG is a chain of one-channel convs: 27 + 15 x 9 + 16 x 2 + 20 parameters."""
+    spec = ex.make_spec("proxns", "proxns_proximal_ns", dataset="cifar10", model="vgg19",
+                        epochs=1, budget="smoke", width=0.125, train_subset=64,
+                        test_subset=20, curve=[0.5], lam=60.0, beta=100.0,
+                        finetune_epochs=1)
+    m = ex.run(spec)["metrics"]
+    assert m["zero_xi"] == m["channels"] == 688
+    assert m["channels_pruned"] == 688 - 16
+    assert m["params_after"] == 27 + 15 * 9 + 16 * 2 + 20
+    assert m["test_n"] == 20 and "test_acc_finetuned" in m

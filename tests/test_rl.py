@@ -1,0 +1,250 @@
+"""ACNN's pruning environment and DDPG agent (replib.rl)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from replib.models import lenet300
+from replib.rl import (
+    DDPGAgent,
+    DDPGConfig,
+    NeuronPruningEnv,
+    PrefixMLP,
+    PrunedEvaluator,
+    ReplayMemory,
+    acnn_reward,
+    run_search,
+    truncated_normal,
+    weight_sparsity,
+)
+from replib.rl.ddpg import _soft_update_
+from replib.sparsity.prune import neurons_to_prune, prune_neurons
+from replib.sparsity.shrink import shrink_mlp
+
+
+@pytest.fixture(scope="module")
+def net_and_data():
+    torch.manual_seed(0)
+    model = lenet300().eval()
+    x = torch.randn(200, 784)
+    with torch.no_grad():  # labels the dense net gets right, so pruning visibly hurts
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def make_env(net_and_data, **kw):
+    model, x, y = net_and_data
+    args = dict(beta=0.5, expect_acc=1.0, expect_ncr=3.46)
+    args.update(kw)
+    return NeuronPruningEnv(model, x, y, **args)
+
+
+# --------------------------------------------------------------------------- reward
+
+
+def test_reward_sensible_reading_closed_form():
+    # min(0.9/0.98, 1) + 0.5 * min(2/3.46, 1)
+    assert acnn_reward(0.9, 2.0, 0.5, 0.98, 3.46) == pytest.approx(0.9 / 0.98 + 0.5 * 2 / 3.46)
+    # both terms are capped at 1
+    assert acnn_reward(0.99, 10.0, 2.0, 0.98, 3.46) == pytest.approx(3.0)
+
+
+def test_reward_printed_reading_is_negative_and_prefers_low_accuracy():
+    r_good = acnn_reward(0.98, 3.0, 1.0, 0.98, 3.46, reading="printed")
+    r_bad = acnn_reward(0.10, 1.0, 1.0, 0.98, 3.46, reading="printed")
+    assert r_good == pytest.approx(-1.0 - 3.0 / 3.46)
+    assert r_good < 0 and r_bad < 0
+    assert r_bad > r_good  # the printed signs reward destroying accuracy and pruning nothing
+
+
+def test_reward_rejects_bad_reading():
+    with pytest.raises(ValueError, match="reading"):
+        acnn_reward(0.9, 2.0, 1.0, 0.98, 3.46, reading="other")
+
+
+# --------------------------------------------------------------------------- evaluator
+
+
+def test_prefix_mlp_computes_the_same_function(net_and_data):
+    model, x, y = net_and_data
+    net = PrefixMLP(model)
+    ev = PrunedEvaluator(net, x, y)
+    with torch.no_grad():
+        acc = float((model(x).argmax(1) == y).float().mean())
+    assert ev.accuracy(net.sizes) == pytest.approx(acc)
+    assert acc == 1.0
+
+
+def test_evaluator_matches_pruned_and_shrunk_network(net_and_data):
+    model, x, y = net_and_data
+    net = PrefixMLP(model)
+    ev = PrunedEvaluator(net, x, y)
+    fractions = [0.6, 0.5, 0.3]
+    kept_counts = [n - neurons_to_prune(n, f) for n, f in zip(net.sizes, fractions)]
+    ref_idx = prune_neurons(model, fractions)
+    # the environment keeps exactly the neurons of replib.sparsity.prune (Eqs. (1)-(2))
+    for name, idx in net.kept_indices(kept_counts).items():
+        assert torch.equal(idx, ref_idx[name])
+    small = shrink_mlp(model, ref_idx)
+    with torch.no_grad():
+        acc = float((small(x).argmax(1) == y).float().mean())
+    assert ev.accuracy(kept_counts) == pytest.approx(acc)
+    assert acc < 1.0
+    # partial prefixes: the later layers stay intact
+    small1 = shrink_mlp(model, {k: v for k, v in list(ref_idx.items())[:1]})
+    with torch.no_grad():
+        acc1 = float((small1(x).argmax(1) == y).float().mean())
+    assert ev.accuracy(kept_counts[:1]) == pytest.approx(acc1)
+
+
+def test_evaluator_memoizes(net_and_data):
+    model, x, y = net_and_data
+    ev = PrunedEvaluator(PrefixMLP(model), x, y)
+    ev.accuracy([100, 50])
+    ev.accuracy([100, 50])
+    ev.accuracy([100, 50, 100])  # same network: the third layer is intact anyway
+    assert ev.lookups == 3 and ev.evaluations == 1
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def test_env_episode_kept_counts_ncr_and_state(net_and_data):
+    env = make_env(net_and_data)
+    obs, _ = env.reset()
+    assert env.observation_space.contains(obs)
+    np.testing.assert_allclose(obs, [0.0, 1.0, 0.0, 1.0], atol=1e-7)
+    total = env.dense_params
+    assert total == 266_610
+    obs, r0, done, trunc, info = env.step([565 / 784])
+    assert info["kept"] == [219, 300, 100] and not done and not trunc
+    # p = parameters removed so far: 565 input columns of fc1
+    assert obs[2] == pytest.approx(565 * 300 / total)
+    assert obs[0] == pytest.approx(0.5) and obs[1] == pytest.approx(300 / 784)
+    assert obs[3] == pytest.approx(30_100 / 235_500)
+    _, _, done, _, info = env.step([219 / 300])
+    assert not done
+    _, r2, done, _, info = env.step([57 / 100])
+    assert done and info["kept"] == [219, 81, 43]
+    assert info["ncr"] == pytest.approx(1184 / 343)
+    assert r2 == pytest.approx(acnn_reward(info["acc"], 1184 / 343, 0.5, 1.0, 3.46))
+    with pytest.raises(RuntimeError):
+        env.step([0.1])
+
+
+def test_env_cumulative_p_reading(net_and_data):
+    env = make_env(net_and_data, p_reading="cumulative")
+    env.reset()
+    obs, *_ = env.step([0.5])
+    assert obs[2] == pytest.approx((784 * 300 + 300) / 266_610)
+
+
+def test_env_never_empties_a_layer(net_and_data):
+    env = make_env(net_and_data)
+    out = env.evaluate_policy([1.0, 1.0, 1.0])
+    assert out["kept"] == [1, 1, 1]
+    assert out["ncr"] == pytest.approx(1184 / 3)
+
+
+def test_env_passes_gymnasium_checker(net_and_data):
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(make_env(net_and_data), skip_render_check=True)
+
+
+def test_env_rejects_bad_options(net_and_data):
+    with pytest.raises(ValueError, match="p_reading"):
+        make_env(net_and_data, p_reading="moved")
+    with pytest.raises(ValueError, match="beta"):
+        make_env(net_and_data, beta=-1.0)
+
+
+# --------------------------------------------------------------------------- agent
+
+
+def test_truncated_normal_stays_in_bounds():
+    rng = np.random.default_rng(0)
+    draws = [truncated_normal(0.95, 0.5, 0.0, 1.0, rng) for _ in range(500)]
+    assert min(draws) >= 0.0 and max(draws) <= 1.0
+    assert truncated_normal(1.7, 0.0, 0.0, 1.0, rng) == 1.0
+    # far outside the interval the mass underflows: the nearer bound
+    assert truncated_normal(-50.0, 0.01, 0.0, 1.0, rng) == 0.0
+
+
+def test_replay_memory_is_a_ring_buffer():
+    mem = ReplayMemory(3, 2)
+    for i in range(5):
+        mem.push([i, i], i, float(i), [i, i], False)
+    assert len(mem) == 3
+    assert sorted(mem.r.flatten().tolist()) == [2.0, 3.0, 4.0]
+
+
+def test_soft_update_is_eq_12():
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    ta = a.weight.detach().clone()
+    _soft_update_(a, b, 0.25)
+    assert torch.allclose(a.weight, 0.25 * b.weight + 0.75 * ta)
+
+
+def _filled_agent(lam: float) -> DDPGAgent:
+    agent = DDPGAgent(4, 3, DDPGConfig(lam=lam, batch_size=8), seed=0)
+    rng = np.random.default_rng(1)
+    for _ in range(16):
+        agent.observe(rng.random(4), rng.random(), rng.random(), rng.random(4), False)
+    return agent
+
+
+def test_proximal_step_zeroes_small_weights():
+    # a threshold lam * lr above every initial weight (fan-in bound 1/sqrt(4) = 0.5): all zero
+    agent = _filled_agent(lam=2000.0)
+    agent.update()
+    assert agent.sparsity() == 1.0
+    assert agent.actor.fc1.bias.abs().sum() > 0  # biases are not regularized
+    # without the proximal step (AMC-style agent) no weight is exactly zero
+    plain = _filled_agent(lam=0.0)
+    plain.update()
+    assert plain.sparsity() == 0.0
+
+
+def test_proximal_step_is_soft_threshold_after_adam():
+    agent = _filled_agent(lam=0.5)
+    ref = _filled_agent(lam=0.0)  # same seed: same initial weights and the same batch
+    agent.update()
+    ref.update()
+    tau = 0.5 * agent.cfg.lr_critic
+    w_ref = ref.critic.fc2.weight.detach()
+    expected = torch.sign(w_ref) * torch.clamp(w_ref.abs() - tau, min=0)
+    assert torch.allclose(agent.critic.fc2.weight, expected, atol=1e-7)
+
+
+def test_weight_sparsity_counts_matrices_only():
+    lin = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        lin.weight[0] = 0.0
+        lin.bias.zero_()
+    assert weight_sparsity(lin) == pytest.approx(0.5)
+
+
+def test_run_search_records_every_episode(net_and_data):
+    env = make_env(net_and_data)
+    agent = DDPGAgent(4, 3, DDPGConfig(lam=0.1, warmup=3, batch_size=4), seed=0)
+    res = run_search(env, agent, episodes=6, progress=False)
+    assert len(res["history"]) == 6
+    assert agent.updates == 3 * 3  # one update per transition after the warm-up
+    assert res["history"][0]["critic_loss"] is None and res["history"][-1]["critic_loss"] > 0
+    final = res["final"]
+    assert len(final["fractions"]) == 3 and len(final["kept"]) == 3
+    assert final["ncr"] == pytest.approx(1184 / sum(final["kept"]))
+    assert res["best"]["return"] == max(h["return"] for h in res["history"])
+    assert math.isfinite(res["cpu_time_s"])
+
+
+def test_run_search_needs_episodes_after_warmup(net_and_data):
+    env = make_env(net_and_data)
+    agent = DDPGAgent(4, 3, DDPGConfig(warmup=5), seed=0)
+    with pytest.raises(ValueError, match="episodes"):
+        run_search(env, agent, episodes=5, progress=False)
