@@ -2,7 +2,9 @@
 #   make book                 build the HTML book from the executed notebooks in book/ (no training)
 #   make test                 lint, unit tests, nbval of every notebook at the smoke budget,
 #                             book build with warnings as errors, headless-Chromium check
-#   make reproduce BUDGET=cpu run every notebook with papermill at a budget, then build the book
+#   make reproduce BUDGET=cpu [WORKERS=N]  plan every notebook's runs, execute the missing ones
+#                             (on Ray when WORKERS>1 or RAY_ADDRESS is set), render the notebooks
+#                             with papermill, then build the book
 #   make bench                throughput benchmarks (ratios against baselines)
 SHELL := /bin/bash
 PYTHON ?= python3

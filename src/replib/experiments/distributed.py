@@ -35,6 +35,9 @@ offline mode, threads) are set in every task, so a task sees the paths the drive
 cluster whose nodes mount shared storage elsewhere, set them on the nodes and pass
 ``forward_env=()``.
 
+A local Ray instance is started without its dashboard; Ray's usage statistics are off unless
+``RAY_USAGE_STATS_ENABLED`` says otherwise (the book is built offline).
+
 One tqdm bar covers the sweep: runs done, running (Ray: estimated from the cluster's busy CPU
 and GPU slots), failed, remaining, and the ETA.
 """
@@ -208,10 +211,10 @@ class _Bar:
                         else not show, dynamic_ncols=True)
         self._post()
 
-    def _post(self) -> None:
+    def _post(self, refresh: bool = True) -> None:
         remaining = self.total - self.done - self.failed
         self.bar.set_postfix_str(f"done={self.done} running={self.running} "
-                                 f"failed={self.failed} remaining={remaining}", refresh=True)
+                                 f"failed={self.failed} remaining={remaining}", refresh=refresh)
 
     def finish(self, ok: bool) -> None:
         if ok:
@@ -219,8 +222,8 @@ class _Bar:
         else:
             self.failed += 1
         self.running = max(0, self.running - 1)
+        self._post(refresh=False)
         self.bar.update(1)
-        self._post()
 
     def set_running(self, n: int) -> None:
         if n != self.running:
@@ -317,11 +320,11 @@ def run_many(
 
 
 def _ray_initialized() -> bool:
-    try:
-        import ray
-    except ImportError:
-        return False
-    return ray.is_initialized()
+    """True when this process already called ``ray.init()`` (never imports Ray itself)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def _store(spec: RunSpec, rec: Mapping[str, Any], result: SweepResult, node: str) -> None:
@@ -370,7 +373,7 @@ def _run_ray(todo: list[RunSpec], result: SweepResult, *, workers: int, address:
     started = False
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        kwargs: dict[str, Any] = {"log_to_driver": False}
+        kwargs: dict[str, Any] = {"log_to_driver": False}  # task logs stay in Ray's log files
         if address:
             kwargs["address"] = address
         else:

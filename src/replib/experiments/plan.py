@@ -12,7 +12,8 @@ injection, in a separate Python process where :func:`replib.experiments.run` is 
   placeholder that knows its spec and run id but raises :class:`PlanPending` when a cell reads
   its results. A cell that needs a pending result stops there; the cells after it are still
   tried, so independent sweeps further down the notebook are found too;
-* :func:`replib.experiments.claims.record_claims` does nothing, so planning writes no ledger.
+* :func:`replib.experiments.claims.record_claims` does nothing, so planning writes no ledger;
+* ``run(spec, rerun=True)`` is planned like ``run(spec)``: a spec with a record counts as done.
 
 Nothing trains and nothing is written. A notebook whose later runs depend on earlier results is
 planned in *waves*: plan, execute the missing runs (:func:`.distributed.run_many`), plan again;
@@ -87,7 +88,8 @@ class NotebookPlan:
     budget: str
     specs: list[RunSpec] = field(default_factory=list)    # every spec passed to run(), in order
     missing: list[RunSpec] = field(default_factory=list)  # those without a record
-    blocked_cells: list[int] = field(default_factory=list)  # cells that waited on a result
+    blocked_cells: list[int] = field(default_factory=list)  # cells (index in nb.cells, from 0)
+    #                                                         that waited on a result
     error: str | None = None                              # a real error of the notebook
 
     @property

@@ -49,6 +49,7 @@ def execute_notebook(notebook: Path, budget: str, parameters: dict | None = None
 
 def execute_runs(notebooks: list[Path], budget: str, *, workers: int = 1,
                  address: str | None = None, max_waves: int = 10, max_retries: int = 2,
+                 num_cpus: float | None = None, num_gpus: float | None = None,
                  ) -> tuple[dict[Path, str], set[str]]:
     """Plan and execute, wave after wave. Returns (notebook -> why it cannot be rendered,
     run ids that failed)."""
@@ -70,7 +71,8 @@ def execute_runs(notebooks: list[Path], budget: str, *, workers: int = 1,
                 problems[nb.notebook] = f"planning failed: {nb.error}"
         todo = [s for s in p.missing if s.run_id not in failed]
         if todo:
-            res = run_many(todo, workers, address=address, max_retries=max_retries)
+            res = run_many(todo, workers, address=address, max_retries=max_retries,
+                           num_cpus=num_cpus, num_gpus=num_gpus)
             for f in res.failures:
                 failed[f.spec.run_id] = str(f)
         # plan again only the notebooks that may still reveal runs
@@ -96,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="an existing Ray cluster (default: $RAY_ADDRESS)")
     ap.add_argument("--max-retries", type=int, default=2,
                     help="resubmissions of a run whose worker or node died")
+    ap.add_argument("--cpus-per-run", type=float, default=None,
+                    help="CPUs each Ray task asks for (default: 1 with a GPU or on a cluster, "
+                         "else the local cores divided among the workers)")
+    ap.add_argument("--gpus-per-run", type=float, default=None,
+                    help="share of a GPU each Ray task asks for (default: by network size)")
     ap.add_argument("--plan-only", action="store_true",
                     help="print the runs each notebook asks for and what is missing; run nothing")
     ap.add_argument("--no-render", action="store_true",
@@ -119,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if p.errors else 0
 
     problems, _ = execute_runs(notebooks, args.budget, workers=args.workers, address=address,
-                               max_retries=args.max_retries)
+                               max_retries=args.max_retries, num_cpus=args.cpus_per_run,
+                               num_gpus=args.gpus_per_run)
     if not args.no_render:
         for nb in notebooks:
             if nb in problems:
