@@ -191,3 +191,27 @@ def test_toy_rda_is_sparser_than_prox_sgd_and_sqrt_prox_collapses() -> None:
     assert paths["prox_sgd"]["threshold"][-1] == pytest.approx(lam / (gamma * math.sqrt(3000)))
     with pytest.raises(ValueError, match="method"):
         IR.l1_logistic_path(prob, "sgd", lam, gamma, steps=1)
+
+
+def test_far_sparser_needs_comparable_accuracy_and_a_margin() -> None:
+    # the paper's Table 7: iRDA 90.67 / 0.94 against prox-SGD's sweep -> true
+    prox = [(17.90, 1.00), (75.11, 0.97), (88.74, 0.52), (88.20, 0.01), (89.02, 0.00)]
+    assert IR.far_sparser([(90.67, 0.94), (38.73, 1.00)], prox)
+    # a very sparse but useless iRDA point does not count
+    assert not IR.far_sparser([(38.73, 1.00)], prox)
+    # comparable accuracy but not sparser by the margin than the comparable prox point
+    assert not IR.far_sparser([(88.0, 0.70)], prox)
+    assert IR.far_sparser([(88.0, 0.83)], prox)
+    assert not IR.far_sparser([], prox)
+
+
+def test_setting_is_shared_and_refuses_unknown_data() -> None:
+    cpu = IR.setting("cifar10", "cpu")
+    assert cpu["width_div"] == 8 and cpu["train_subset"] == 5000 and cpu["augment"]
+    assert IR.for_method(cpu, "sgd")["retrain_epochs"] == 0
+    assert IR.for_method(cpu, "irda")["retrain_epochs"] == cpu["retrain_epochs"]
+    assert not IR.setting("mnist", "paper")["augment"]
+    with pytest.raises(ValueError, match="dataset"):
+        IR.setting("imagenet", "cpu")
+    with pytest.raises(ValueError, match="budget"):
+        IR.setting("mnist", "gpu")

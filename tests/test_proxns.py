@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import have_data
 from torch import nn
 
-from replib import data
+from replib import data, proxns
 from replib import experiments as ex
-from replib import proxns
 from replib.metrics import count_params
 from replib.models.vgg import VGG
 from replib.sparsity.prune import bn_channel_masks
-
-from conftest import have_data
-
-
-def _bn_params(net: nn.Module) -> int:
-    return sum(p.numel() for m in net.modules() if isinstance(m, nn.BatchNorm2d)
-               for p in m.parameters())
 
 
 # ---------------------------------------------------------------- networks at a width
@@ -150,6 +143,57 @@ def test_preresnet_first_bn_is_pruned_by_selection_not_by_the_residual_stream() 
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(shrunk(x), proxns.masked_copy(net, masks)(x), atol=1e-5,
                                rtol=1e-5)
+
+
+def test_folding_keeps_the_constant_output_of_a_zero_scale_channel() -> None:
+    """gamma = 0 leaves relu(beta): folding it into the consumer's bias before removal gives
+    exactly the gamma-zeroed net when the consumer is the classifier (after global pooling)."""
+    torch.manual_seed(0)
+    net = VGG([4, "M", 6], 10).eval()
+    bn = net.features.bn2
+    with torch.no_grad():
+        bn.bias.copy_(torch.tensor([0.3, -0.2, 0.5, 0.1, 0.0, 0.7]))
+        bn.running_mean.uniform_(-0.1, 0.1)
+        bn.weight[[0, 2, 5]] = 0.0  # zero scaling factors, nonzero shifts
+    masks = {"features.bn2": bn.weight.detach() != 0}
+    x = torch.randn(4, 3, 32, 32)
+    reference = net(x)
+    folded = proxns.masked_copy(proxns.fold_pruned_constants_(proxns.masked_copy(net, {}),
+                                                              masks), masks)
+    torch.testing.assert_close(folded(x), reference)
+    removed = proxns.masked_copy(net, masks)  # the official removal drops relu(beta)
+    assert not torch.allclose(removed(x), reference)
+
+
+def test_drift_steps_match_algorithm_1_with_a_zero_gradient() -> None:
+    from replib.sparsity.optim import ProximalSlimming
+
+    lam, beta, lr = 0.05, 100.0, 0.1
+    gamma = nn.Parameter(torch.full((1,), 0.5, dtype=torch.float64))
+    sgd = torch.optim.SGD([gamma], lr=lr)
+    slim = ProximalSlimming([gamma], lam=lam, beta=beta, base_optimizer=sgd)
+    slim.state[gamma]["xi"].fill_(0.5)
+    steps = 0
+    while slim.state[gamma]["xi"].item() > 0:
+        gamma.grad = torch.zeros_like(gamma)
+        sgd.step()
+        slim.step()
+        steps += 1
+    assert steps == pytest.approx(proxns.drift_steps(lam, beta, 1 / lr), rel=0.01)  # 1200
+
+
+def test_penalties_are_the_official_ones_at_the_paper_length_and_scaled_when_cut() -> None:
+    paper = proxns.penalty_settings("vgg19", 50_000, 160)
+    assert paper == {"lam": 0.0045, "beta": 100.0, "s": 1e-4, "kappa": 1.0}
+    cut = proxns.penalty_settings("vgg19", 10_000, 6)  # 3 x 157 steps before the LR drop
+    assert cut["beta"] == 1.0
+    assert proxns.drift_steps(cut["lam"], cut["beta"], 10.0) == pytest.approx(0.5 * 471)
+    assert cut["s"] / 1e-4 == pytest.approx(cut["kappa"])
+    spec = proxns.run_spec("preresnet164", "original", "paper", percent=0.71)
+    assert spec.hp["s"] == 1e-5 and spec.hp["percent"] == 0.71 and spec.epochs == 160
+    with pytest.raises(ValueError, match="percent"):
+        proxns.run_spec("vgg19", "original", "cpu")
+    assert proxns.matched_percent({"channels_pruned_pct": 74.59}) == 0.74
 
 
 def _tiny_split(n: int = 40) -> data.Split:

@@ -248,3 +248,48 @@ def test_run_search_needs_episodes_after_warmup(net_and_data):
     agent = DDPGAgent(4, 3, DDPGConfig(warmup=5), seed=0)
     with pytest.raises(ValueError, match="episodes"):
         run_search(env, agent, episodes=5, progress=False)
+
+
+# --------------------------------------------------------------------------- task helpers
+
+
+def _rec(hp, **metrics):
+    return {"spec": {"hparams": hp, "seed": 0}, "metrics": metrics}
+
+
+def test_select_beta_takes_the_smallest_beta_meeting_the_target():
+    from replib.tasks.acnn import select_beta
+
+    recs = [_rec({"beta": 0.1}, ncr=2.0), _rec({"beta": 1.0}, ncr=3.6),
+            _rec({"beta": 0.3}, ncr=3.5), _rec({"beta": 3.0}, ncr=5.0)]
+    assert select_beta(recs, 3.46) == 0.3
+    assert select_beta(recs, 9.0) == 3.0  # nobody reaches it: the most compressed
+
+
+def test_select_by_ncr_and_by_return():
+    from replib.tasks.acnn import select_by_ncr, select_by_return
+
+    recs = [_rec({"lam": 1.0}, ncr=1.5), _rec({"lam": 10.0}, ncr=2.7),
+            _rec({"lam": 100.0}, ncr=4.0)]
+    assert select_by_ncr(recs, 3.06) == 10.0
+    recs = [_rec({"lam": 0.1}, val_return=4.2), _rec({"lam": 0.1}, val_return=4.5),
+            _rec({"lam": 1.0}, val_return=4.3)]
+    assert select_by_return(recs) == 0.1
+
+
+def test_claims_ledger_is_generated_from_the_paper_tables():
+    import csv
+
+    from replib import repo_root
+    from replib.tasks.acnn import PAPER, claim_rows
+
+    with open(repo_root() / "data" / "claims" / "acnn.csv", newline="") as f:
+        on_disk = list(csv.DictReader(f))
+    rows = claim_rows()
+    assert [r["claim_id"] for r in on_disk] == [r["claim_id"] for r in rows]
+    assert [float(r["paper_value"]) for r in on_disk] == [float(r["paper_value"]) for r in rows]
+    # every Table 1/3/5 row's NCR follows from its Layers column within the paper's rounding
+    for ds, p in PAPER.items():
+        total = sum(p["rows"]["ACNN"]["layers"])
+        original = {"cifar10": 3072 + 2048}.get(ds, 784 + 400)
+        assert original / total == pytest.approx(p["rows"]["ACNN"]["ncr"], abs=0.02)

@@ -33,7 +33,7 @@ from .data import Split
 from .metrics import count_params, evaluate, flops
 from .models.base import init_slimming
 from .models.densenet import DenseNet
-from .models.vgg import CFGS, M, VGG
+from .models.vgg import CFGS, VGG, M
 from .sparsity.prune import bn_channel_masks, zero_bn_channels_
 from .sparsity.shrink import shrink_channels
 
@@ -257,4 +257,467 @@ def prune_curve(model: nn.Module, test: Split, percents: Iterable[float],
         total = sum(int(m.numel()) for m in masks.values())
         out.append({"percent": float(p), "channels_pruned_pct": 100.0 * pruned / total,
                     "acc": acc})
+    return out
+
+
+def _consumer_after(model: nn.Module, bn_name: str) -> nn.Module:
+    """The conv / linear that reads a BN through its ReLU (and pooling / flatten only).
+
+    In VGG, DenseNet and the pre-activation ResNets every BN is followed, in registration
+    order, by a ReLU and then by the one layer that consumes it; anything else is refused.
+    """
+    names = [n for n, _ in model.named_modules()]
+    mods = dict(model.named_modules())
+    i = names.index(bn_name) + 1
+    # skip the BN's own children (none for BatchNorm2d) and check the ReLU
+    if i >= len(names) or not isinstance(mods[names[i]], nn.ReLU):
+        raise ValueError(f"{bn_name} is not followed by a ReLU")
+    for n in names[i + 1:]:
+        m = mods[n]
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            return m
+        if not isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)):
+            raise ValueError(f"{bn_name}: {n} ({type(m).__name__}) sits between the BN and "
+                             "its consumer")
+    raise ValueError(f"{bn_name} has no consumer layer")
+
+
+@torch.no_grad()
+def fold_pruned_constants_(model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
+    """Move the constant output of every masked channel into its consumer's bias.
+
+    A channel whose scaling factor is 0 still outputs ``relu(beta)``, a constant; removing it
+    (as the official code and :func:`prune_channels` do) also removes that constant from the
+    next layer, which the next BN's running mean still expects. Adding
+    ``relu(beta_j) * sum(W[:, j])`` to the consumer's bias keeps the network's function (exactly
+    for 1x1 convs and the classifier, up to zero-padding borders for 3x3 convs). Not in the
+    paper: a diagnostic reading of "pruning the zero channels leaves accuracy unchanged".
+    """
+    for name, mask in masks.items():
+        off = ~mask.bool()
+        if not off.any():
+            continue
+        bn = model.get_submodule(name)
+        const = torch.relu(bn.bias[off.to(bn.bias.device)])
+        layer = _consumer_after(model, name)
+        w = layer.weight[:, off.to(layer.weight.device)]
+        shift = (w.flatten(2).sum(-1) if w.dim() == 4 else w) @ const
+        if layer.bias is None:
+            layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0],
+                                                  device=layer.weight.device))
+        layer.bias += shift
+    return model
+
+
+# --------------------------------------------------------------------------- budgets
+
+LR0 = 0.1  # the paper's initial learning rate; alpha = 1 / lr (Sec. 5.1)
+
+
+def drift_steps(lam: float, beta: float, alpha: float, start: float = 0.5) -> float:
+    """Steps Algorithm 1 needs to move an unneeded scaling factor from ``start`` to exactly 0.
+
+    With a zero loss gradient, gamma and xi settle into a common drift: xi leads gamma by
+    ``delta``, ``gamma`` moves by ``beta delta / (alpha + beta)`` and xi by the same amount, and
+    the soft threshold ``lam / (alpha + beta)`` of line 4 balances ``beta delta + alpha r = lam``,
+    so both fall by ``r = lam / (2 alpha + beta)`` per step: ``start (2 alpha + beta) / lam``
+    steps (13,300 for VGG-19's lam = 0.0045, beta = 100 at alpha = 10; 12,600 with the
+    weight decay, which pulls too).
+    """
+    if lam <= 0:
+        raise ValueError(f"lam={lam} must be > 0")
+    return start * (2.0 * alpha + beta) / lam
+
+
+def phase1_steps(n_train: int, epochs: int, batch_size: int = 64) -> int:
+    """SGD steps before the first LR drop (at ``max(1, round(0.5 * epochs))`` epochs)."""
+    return max(1, int(round(0.5 * epochs))) * -(-n_train // batch_size)
+
+
+CUT_BETA = 1.0  # beta at a cut budget: at most 1 (the paper's ResNet-110 value)
+DRIFT_FRACTION = 0.5  # at a cut budget, the zero-gradient drift takes half of the first phase
+
+
+def penalty_settings(model: str, n_train: int, epochs: int, batch_size: int = 64) -> dict:
+    """lam and beta (proximal NS), s (original NS) and the scale kappa for a training length.
+
+    At the paper's length (160 epochs: 62,560 steps before the first LR drop) these are the
+    official values. A cut budget has ~100 times fewer steps, fewer than :func:`drift_steps`
+    needs to bring *any* scaling factor from 0.5 to zero (13,300 at VGG-19's setting), so:
+
+    1. beta <- min(beta, 1): beta only relaxes the constraint xi = gamma of Eq. (4) (the paper
+       uses 0.25 to 100); the stationary points' zero set, |dL/dgamma_i| <= lam, does not
+       depend on it, but the drift rate lam / (2 alpha + beta) does (5.7x faster at beta = 1
+       than at 100);
+    2. lam <- kappa lam with kappa the smallest factor (>= 1) for which that drift takes
+       ``DRIFT_FRACTION`` of the first LR phase; original NS's s gets the same kappa.
+    """
+    p = paper_settings(model)
+    steps = phase1_steps(n_train, epochs, batch_size)
+    if drift_steps(p["lam"], p["beta"], 1.0 / LR0) <= DRIFT_FRACTION * steps:
+        return {"lam": p["lam"], "beta": p["beta"], "s": p["s"], "kappa": 1.0}
+    beta = min(p["beta"], CUT_BETA)
+    kappa = max(1.0, drift_steps(p["lam"], beta, 1.0 / LR0) / (DRIFT_FRACTION * steps))
+    return {"lam": p["lam"] * kappa, "beta": beta, "s": p["s"] * kappa, "kappa": kappa}
+
+
+# What each budget runs: (width, training images, epochs, fine-tuning epochs).
+CUTS = {
+    "smoke": {"vgg19": (0.125, 64, 1, 1), "deep": (0.125, 64, 1, 1)},
+    "cpu": {"vgg19": (0.25, 10_000, 6, 2), "deep": (0.25, 5_000, 4, 2)},
+    "paper": {"vgg19": (1.0, 50_000, 160, 160), "deep": (1.0, 50_000, 160, 160)},
+}
+METHOD_TASKS = {"baseline": "proxns_baseline", "original": "proxns_original_ns",
+                "proximal": "proxns_proximal_ns"}
+
+
+def budget_cut(model: str, budget: str) -> dict:
+    """Width, training subset, epochs and fine-tuning epochs of ``model`` at ``budget``."""
+    from .experiments.budgets import check_budget
+
+    check_budget(budget)
+    if model not in MODELS:
+        raise ValueError(f"model={model!r} is not known; allowed values: {list(MODELS)}")
+    width, n, epochs, ft = CUTS[budget]["vgg19" if model == "vgg19" else "deep"]
+    return {"width": width, "n_train": n, "epochs": epochs, "finetune_epochs": ft}
+
+
+def run_spec(model: str, method: str, budget: str, dataset: str = "cifar10",
+             percent: float | None = None, seed: int = 0):
+    """The spec every notebook uses for (model, method, budget): one record per setting.
+
+    ``percent`` (original NS only) is the fraction of channels to prune; the notebooks pass the
+    proximal NS run's fraction (as the paper's Table 2 does, "about the same proportion").
+    """
+    from . import experiments as ex
+
+    if method not in METHOD_TASKS:
+        raise ValueError(f"method={method!r} is not known; allowed values: {list(METHOD_TASKS)}")
+    cut = budget_cut(model, budget)
+    pen = penalty_settings(model, cut["n_train"], cut["epochs"])
+    hp: dict = {"width": cut["width"],
+                "train_subset": 0 if cut["n_train"] >= 50_000 else cut["n_train"]}
+    if budget == "smoke":
+        hp.update(test_subset=100, curve=[0.0, 0.5])
+    if method == "original":
+        if percent is None:
+            raise ValueError("percent is required for method='original'")
+        hp.update(s=pen["s"], percent=float(percent),
+                  finetune_epochs=cut["finetune_epochs"])
+    elif method == "proximal":
+        hp.update(lam=pen["lam"], beta=pen["beta"], finetune_epochs=cut["finetune_epochs"])
+    return ex.make_spec("proxns", METHOD_TASKS[method], dataset=dataset, model=model,
+                        epochs=cut["epochs"], seed=seed, budget=budget, **hp)
+
+
+def matched_percent(proximal_metrics: Mapping[str, float]) -> float:
+    """Original NS prunes proximal NS's channel fraction, rounded down to a whole percent
+    (Table 2a: 74.59% -> 74.00% for VGG-19)."""
+    return math.floor(proximal_metrics["channels_pruned_pct"]) / 100.0
+
+
+CLAIM_KEYS = {"vgg19": "vgg19", "densenet40": "densenet40", "preresnet164": "resnet164",
+              "preresnet110": "resnet110"}
+
+
+# --------------------------------------------------------------------------- the paper's tables
+
+# Table 1: total channels, mean number of gamma_i = 0 over 5 runs on CIFAR-10 and CIFAR-100.
+TABLE1 = {"vgg19": (5504, 4105.2, 3057.0), "densenet40": (9360, 6936.4, 6071.6),
+          "preresnet164": (12112, 8765.4, 7115.8)}
+
+_T2_COLS = ("time", "time_ft", "channels", "params", "flops", "acc_pruned", "acc_ft")
+# Table 2a (CIFAR-10): seconds per epoch pre-pruned / fine-tuned (RTX 2080), % channels /
+# parameters / FLOPs pruned, test accuracy after pruning / after fine-tuning. None: "—".
+TABLE2A = {
+    ("vgg19", "baseline"): (38.10, None, None, None, None, 93.83, None),
+    ("vgg19", "original"): (40.39, 29.40, 74.00, 90.22, 54.67, 10.00, 93.81),
+    ("vgg19", "proximal"): (42.71, 30.39, 74.59, 91.17, 57.54, 93.71, 93.38),
+    ("densenet40", "baseline"): (117.45, None, None, None, None, 94.25, None),
+    ("densenet40", "original"): (119.49, 74.45, 74.01, 67.13, 60.46, 41.46, 93.94),
+    ("densenet40", "VCP (quoted)"): (None, None, 60.00, 59.67, 44.78, 93.16, None),
+    ("densenet40", "proximal"): (118.86, 76.10, 74.11, 67.75, 57.35, 93.58, 93.64),
+    ("preresnet164", "baseline"): (146.41, None, None, None, None, 94.75, None),
+    ("preresnet164", "original"): (151.62, 112.80, 71.98, 52.95, 59.27, 16.61, 93.21),
+    ("preresnet164", "VCP (quoted)"): (None, None, 74.00, 56.70, 49.08, 93.16, None),
+    ("preresnet164", "proximal"): (150.13, 114.26, 72.37, 65.84, 63.54, 93.19, 93.41),
+}
+# Table 3 (CIFAR-10): % parameters / FLOPs pruned, accuracy post-pruned / fine-tuned.
+TABLE3 = {
+    ("densenet40", "HRank (quoted)"): (53.80, 61.00, None, 93.68),
+    ("densenet40", "GAL-0.05 (quoted)"): (56.70, 54.70, 93.53, 94.50),
+    ("densenet40", "proximal"): (67.75, 57.54, 93.58, 93.64),
+    ("preresnet110", "L1 (quoted)"): (32.60, 38.70, None, 93.30),
+    ("preresnet110", "GAL-0.5 (quoted)"): (44.80, 48.50, 92.55, 92.74),
+    ("preresnet110", "HRank (quoted)"): (39.40, 41.20, None, 94.23),
+    ("preresnet110", "proximal"): (50.70, 48.54, 93.25, 93.27),
+}
+METHOD_NAMES = {"baseline": "Baseline", "original": "Original NS", "proximal": "Proximal NS"}
+
+
+def _pct(x):
+    return None if x is None else 100.0 * x
+
+
+def result_row(rec: Mapping) -> dict:
+    """One Table-2-style row of our measurements from a record (accuracies in %)."""
+    spec, m = rec["spec"], rec["metrics"]
+    method = {v: k for k, v in METHOD_TASKS.items()}[spec["task"]]
+    row = {"network": PAPER_NAMES[spec["model"]], "method": METHOD_NAMES[method],
+           "width": spec["hparams"]["width"], "s / epoch": m["epoch_time_s"],
+           "s / epoch (fine-tune)": m.get("finetune_epoch_time_s")}
+    if method == "baseline":
+        row.update({"acc trained": _pct(m["test_acc"]), "acc pruned": None})
+        return row
+    row.update({
+        "% channels": m["channels_pruned_pct"], "% params": m["params_pruned_pct"],
+        "% FLOPs": m["flops_pruned_pct"], "acc trained": _pct(m["test_acc_trained"]),
+        "acc pruned": _pct(m["test_acc_pruned"]),
+        "acc pruned (folded)": _pct(m["test_acc_pruned_folded"]),
+        "acc fine-tuned": _pct(m.get("test_acc_finetuned")),
+    })
+    return row
+
+
+def paper_row(model: str, method: str) -> dict:
+    """The paper's Table 2a row in the columns of :func:`result_row`."""
+    v = dict(zip(_T2_COLS, TABLE2A[(model, method)]))
+    return {"network": PAPER_NAMES[model], "method": METHOD_NAMES.get(method, method),
+            "width": 1.0, "s / epoch": v["time"], "s / epoch (fine-tune)": v["time_ft"],
+            "% channels": v["channels"], "% params": v["params"], "% FLOPs": v["flops"],
+            "acc trained": None if method != "baseline" else v["acc_pruned"],
+            "acc pruned": None if method == "baseline" else v["acc_pruned"],
+            "acc fine-tuned": v["acc_ft"]}
+
+
+def gate_claims(budget: str, values: Mapping[str, object], judged_at_cut: Iterable[str],
+                cut: str) -> tuple[dict, dict]:
+    """Measurements for ``claims.record_claims``: at the ``paper`` budget every value; at a cut
+    budget only the claims a cut can test (``judged_at_cut``), the others None with a note
+    that gives our value and the cut (absolute accuracies, counts and % pruned of a narrow,
+    short run are not the paper's quantities)."""
+    judged = set(judged_at_cut)
+    out, notes = {}, {}
+    for cid, v in values.items():
+        if budget == "paper" or cid in judged or v is None:
+            out[cid] = v
+        else:
+            out[cid] = None
+            shown = f"{v:.4g}" if isinstance(v, float) else str(v)
+            notes[cid] = f"not comparable at the {budget} budget ({cut}); ours: {shown}"
+    return out, notes
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _label(rec: Mapping) -> str:
+    method = {v: k for k, v in METHOD_TASKS.items()}[rec["spec"]["task"]]
+    return METHOD_NAMES[method]
+
+
+def plot_zero_counts(records: Iterable[Mapping]):
+    """% of scaling factors exactly 0 after each epoch (xi for proximal NS, gamma otherwise)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for rec in records:
+        total = rec["metrics"]["channels"]
+        key = "zero_xi" if "zero_xi" in rec["history"][0] else "zero_gamma"
+        ep = [h["epoch"] for h in rec["history"]]
+        ax.plot(ep, [100.0 * h[key] / total for h in rec["history"]], marker="o",
+                label=f"{PAPER_NAMES[rec['spec']['model']]}, {_label(rec)}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("% scaling factors exactly 0")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scale_histograms(records: Iterable[Mapping]):
+    """Histograms of log10 |gamma| (and |xi| for proximal NS), exact zeros as a separate bar."""
+    import matplotlib.pyplot as plt
+
+    records = list(records)
+    models_ = list(dict.fromkeys(r["spec"]["model"] for r in records))
+    fig, axes = plt.subplots(1, len(models_), figsize=(4.6 * len(models_), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models_):
+        for rec in (r for r in records if r["spec"]["model"] == model):
+            arts = rec["artifacts"]
+            for key, what in (("hist_gamma", "|gamma|"), ("hist_xi", "|xi|")):
+                if key not in arts:
+                    continue
+                h = arts[key]
+                edges = h["edges"]
+                ax.stairs(h["counts"], edges, label=f"{_label(rec)} {what}")
+                if h["zeros"]:
+                    ax.bar(edges[0] - 0.5, h["zeros"], width=0.6, alpha=0.6,
+                           label=f"{_label(rec)} {what} = 0 ({h['zeros']})")
+        ax.set_title(PAPER_NAMES[model])
+        ax.set_xlabel("log10 |scale| (bar on the left: exactly 0)")
+        ax.set_ylabel("channels")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_prune_curves(records: Iterable[Mapping]):
+    """Accuracy after pruning a fraction of channels (no fine-tuning), per net and method."""
+    import matplotlib.pyplot as plt
+
+    records = list(records)
+    models_ = list(dict.fromkeys(r["spec"]["model"] for r in records))
+    fig, axes = plt.subplots(1, len(models_), figsize=(4.6 * len(models_), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models_):
+        for rec in (r for r in records if r["spec"]["model"] == model):
+            curve = rec["artifacts"].get("curve") or []
+            line, = ax.plot([c["channels_pruned_pct"] for c in curve],
+                            [100 * c["acc"] for c in curve], marker=".", label=_label(rec))
+            m = rec["metrics"]
+            if "test_acc_pruned" in m:
+                ax.plot([m["channels_pruned_pct"]], [100 * m["test_acc_pruned"]], marker="*",
+                        markersize=13, color=line.get_color(), linestyle="none")
+        ax.set_title(PAPER_NAMES[model])
+        ax.set_xlabel("% channels pruned (smallest |scale| first)")
+        ax.set_ylabel("test accuracy % before fine-tuning")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_channels(records: Iterable[Mapping]):
+    """Kept fraction of each BN layer's channels after pruning (layers in network order)."""
+    import matplotlib.pyplot as plt
+
+    records = [r for r in records if r["artifacts"].get("layers")]
+    models_ = list(dict.fromkeys(r["spec"]["model"] for r in records))
+    fig, axes = plt.subplots(len(models_), 1, figsize=(9, 2.6 * len(models_)), squeeze=False)
+    for ax, model in zip(axes[:, 0], models_):
+        for rec in (r for r in records if r["spec"]["model"] == model):
+            layers = rec["artifacts"]["layers"]
+            ax.plot(range(len(layers)), [la["kept"] / la["channels"] for la in layers],
+                    marker=".", linewidth=0.8, label=_label(rec))
+        ax.set_title(PAPER_NAMES[model])
+        ax.set_xlabel("BN layer (network order)")
+        ax.set_ylabel("kept fraction")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def settings_table(model_names: Iterable[str], budget: str):
+    """Per network: the cut (width, data, epochs) and the penalties, paper's vs this budget's."""
+    import pandas as pd
+
+    rows = []
+    for model in model_names:
+        cut = budget_cut(model, budget)
+        p = paper_settings(model)
+        pen = penalty_settings(model, cut["n_train"], cut["epochs"])
+        rows.append({
+            "network": PAPER_NAMES[model], "width": cut["width"],
+            "train images": cut["n_train"], "epochs": cut["epochs"],
+            "fine-tune epochs": cut["finetune_epochs"],
+            "steps before 1st LR drop": phase1_steps(cut["n_train"], cut["epochs"]),
+            "paper lam / beta / s": f"{p['lam']:g} / {p['beta']:g} / {p['s']:g}",
+            "drift steps at paper lam, beta": round(drift_steps(p["lam"], p["beta"], 1 / LR0)),
+            "ours lam / beta / s": f"{pen['lam']:.4g} / {pen['beta']:g} / {pen['s']:.3g}",
+            "kappa": round(pen["kappa"], 2),
+            "drift steps ours": round(drift_steps(pen["lam"], pen["beta"], 1 / LR0)),
+        })
+    return pd.DataFrame(rows)
+
+
+def cut_text(model_names: Iterable[str], budget: str) -> str:
+    """One line saying how ``budget`` departs from the paper for these networks."""
+    parts = []
+    for model in model_names:
+        c = budget_cut(model, budget)
+        pen = penalty_settings(model, c["n_train"], c["epochs"])
+        parts.append(f"{PAPER_NAMES[model]}: width x{c['width']:g}, {c['n_train']} images, "
+                     f"{c['epochs']}+{c['finetune_epochs']} epochs, lambda x{pen['kappa']:.3g}, "
+                     f"beta {pen['beta']:g}")
+    return "; ".join(parts)
+
+
+COLLAPSE_POINTS = 10.0  # "collapses": original NS loses at least this much more than proximal NS
+
+
+def table2_claims(records: Mapping[tuple[str, str], Mapping], ds: str = "c10") -> dict:
+    """Claim values of ``data/claims/proxns.csv`` (Table 2a and the Sec. 5.2 statements) from
+    the records keyed by (model, method)."""
+    out: dict = {}
+    for model in dict.fromkeys(m for m, _ in records):
+        key = CLAIM_KEYS[model]
+        base = records.get((model, "baseline"))
+        ns, px = records.get((model, "original")), records.get((model, "proximal"))
+        if base is not None:
+            out[f"T2-{key}-{ds}-base-acc"] = 100.0 * base["metrics"]["test_acc"]
+        for meth, rec in (("ns", ns), ("px", px)):
+            if rec is None:
+                continue
+            m = rec["metrics"]
+            out[f"T2-{key}-{ds}-{meth}-channels"] = m["channels_pruned_pct"]
+            out[f"T2-{key}-{ds}-{meth}-params"] = m["params_pruned_pct"]
+            out[f"T2-{key}-{ds}-{meth}-flops"] = m["flops_pruned_pct"]
+            out[f"T2-{key}-{ds}-{meth}-acc-pruned"] = 100.0 * m["test_acc_pruned"]
+            if "test_acc_finetuned" in m:
+                out[f"T2-{key}-{ds}-{meth}-acc-finetuned"] = 100.0 * m["test_acc_finetuned"]
+                out[f"T2-{key}-{ds}-{meth}-ft-time-ratio"] = (m["finetune_epoch_time_s"]
+                                                             / m["epoch_time_s"])
+            if base is not None:
+                out[f"T2-{key}-{ds}-{meth}-time-ratio"] = (m["epoch_time_s"]
+                                                          / base["metrics"]["epoch_time_s"])
+        if px is not None:
+            out[f"C-{key}-{ds}-px-prune-drop"] = px["metrics"]["acc_drop_pruning_pts"]
+        if ns is not None:
+            out[f"S1-{key}-{ds}-ns-zero-pct"] = (100.0 * ns["metrics"]["zero_gamma"]
+                                                 / ns["metrics"]["channels"])
+        if ns is not None and px is not None:
+            gap = ns["metrics"]["acc_drop_pruning_pts"] - px["metrics"]["acc_drop_pruning_pts"]
+            out[f"C-{key}-{ds}-ns-collapse"] = bool(gap >= COLLAPSE_POINTS)
+            out[f"C-{key}-{ds}-params-ge"] = (px["metrics"]["params_pruned_pct"]
+                                             - ns["metrics"]["params_pruned_pct"])
+    return out
+
+
+# Claims a cut budget can test: properties of the algorithms, not the paper's magnitudes.
+JUDGED_AT_CUT_PREFIXES = ("C-", "S1-")
+
+
+def table3_rows(records: Mapping[str, Mapping], budget: str) -> list[dict]:
+    """Table 3: our proximal NS rows (from records keyed by model) and the paper's rows."""
+    rows = []
+    for (model, method), (par, fl, post, ft) in TABLE3.items():
+        if method == "proximal" and model in records:
+            m = records[model]["metrics"]
+            rows.append({"network": PAPER_NAMES[model], "method": f"Proximal NS (ours, {budget})",
+                         "% params": m["params_pruned_pct"], "% FLOPs": m["flops_pruned_pct"],
+                         "acc pruned": 100 * m["test_acc_pruned"],
+                         "acc fine-tuned": _pct(m.get("test_acc_finetuned"))})
+        name = "Proximal NS (paper)" if method == "proximal" else method
+        rows.append({"network": PAPER_NAMES[model], "method": name, "% params": par,
+                     "% FLOPs": fl, "acc pruned": post, "acc fine-tuned": ft})
+    return rows
+
+
+def table3_claims(records: Mapping[str, Mapping]) -> dict:
+    """Claim values of Table 3 (and the Sec. 5.2 comparisons with the quoted methods)."""
+    out = {}
+    for model, key in (("densenet40", "densenet40"), ("preresnet110", "resnet110")):
+        if model not in records:
+            continue
+        m = records[model]["metrics"]
+        out[f"T3-{key}-params"] = m["params_pruned_pct"]
+        out[f"T3-{key}-flops"] = m["flops_pruned_pct"]
+        out[f"T3-{key}-acc-pruned"] = 100 * m["test_acc_pruned"]
+        if "test_acc_finetuned" in m:
+            out[f"T3-{key}-acc-finetuned"] = 100 * m["test_acc_finetuned"]
+    if "densenet40" in records:
+        out["T3-densenet40-params-most"] = records["densenet40"]["metrics"]["params_pruned_pct"]
+    if "preresnet110" in records:
+        m = records["preresnet110"]["metrics"]
+        out["T3-resnet110-params-best"] = m["params_pruned_pct"]
+        out["T3-resnet110-flops-best"] = m["flops_pruned_pct"]
+        out["C-resnet110-c10-px-prune-drop"] = m["acc_drop_pruning_pts"]
     return out

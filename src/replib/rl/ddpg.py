@@ -232,7 +232,8 @@ class DDPGAgent:
         _soft_update_(self.actor_target, self.actor, cfg.tau)
         _soft_update_(self.critic_target, self.critic, cfg.tau)
         self.updates += 1
-        return {"critic_loss": float(critic_loss.detach()), "actor_loss": float(actor_loss.detach())}
+        return {"critic_loss": float(critic_loss.detach()),
+                "actor_loss": float(actor_loss.detach())}
 
     def sparsity(self) -> float:
         """DRL SPA: exact zeros in the weight matrices of the actor and the critic."""

@@ -77,7 +77,7 @@ class PrefixMLP:
         bs = [m.bias.detach().float().clone() if m.bias is not None
               else torch.zeros(m.out_features) for _, m in chain]
         self.orders: list[Tensor] = []
-        for t, (_, layer) in enumerate(chain):
+        for _, layer in chain:
             scores = neuron_l1_scores(layer, "outgoing").float()
             order = torch.argsort(scores, descending=True, stable=True)
             self.orders.append(order)
@@ -110,9 +110,10 @@ class PrunedEvaluator:
     """Validation accuracy of the prefix-pruned network, memoized, with cached activations.
 
     ``x`` is the whole validation set as a float tensor ``(N, d)`` (normalized, flattened, in
-    the original feature order), ``y`` its labels. ``accuracy(kept)`` accepts counts for the first ``len(kept)`` neuron layers
-    (the later ones are intact). The hidden activations after layer ``t`` depend only on
-    ``kept[:t+1]`` and are kept in an LRU cache of ``cache_size`` entries.
+    the original feature order), ``y`` its labels. ``accuracy(kept)`` accepts counts for the
+    first ``len(kept)`` neuron layers (the later ones are intact). The hidden activations after
+    layer ``t`` depend only on ``kept[:t+1]`` and are kept in an LRU cache of ``cache_size``
+    entries.
     """
 
     def __init__(self, net: PrefixMLP, x: Tensor, y: Tensor, cache_size: int = 16) -> None:

@@ -510,7 +510,7 @@ def select_beta(records: Sequence, expect_ncr: float) -> float:
     """
     if not records:
         raise ValueError("no records to select beta from")
-    rows = sorted(((r["spec"]["hparams"]["beta"], r["metrics"]["ncr"]) for r in records))
+    rows = sorted((r["spec"]["hparams"]["beta"], r["metrics"]["ncr"]) for r in records)
     meeting = [b for b, ncr in rows if ncr >= expect_ncr]
     if meeting:
         return float(meeting[0])
@@ -691,8 +691,8 @@ def ablation_measurements(dataset: str, acnn: list, noprox: list) -> dict[str, f
 ACNN_LAMBDA = 0.1                        # chosen on MNIST validation in 05_ablation
 LAMBDA_GRID = (0.0, 0.01, 0.1, 1.0)      # 05_ablation: lambda sweep (0 = no prox)
 BETA_GRID = (0.1, 0.3, 1.0, 3.0)         # 01_agent_convergence: Fig. 4
-CGES_GRID = (3e-5, 1e-4, 3e-4)
-L0_GRID = (0.1, 0.3, 1.0)
+CGES_GRID = (5e-4, 1e-3, 2e-3)
+L0_GRID = (1.0, 10.0, 100.0)
 
 
 def _pick(budget: str, smoke, cpu, paper):

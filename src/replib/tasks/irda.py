@@ -51,7 +51,7 @@ IRDA_DEFAULTS = dict(
     lam=1e-6,               # Table 1, iRDA row (ResNet-18 / CIFAR-10)
     gamma=1.0,              # Table 1, iRDA row
     s=10.0,                 # Eq. (25) scale; 0 = the model's own initialization (SGD etc.)
-    anchor="init",          # iRDA only: "init" (w0 = w1) | "zero" (w0 = 0)
+    anchor="zero",          # iRDA only: "zero" (Alg. 1: w0 = 0, our main reading) | "init"
     retrain_epochs=0,       # iRDA Step 2 epochs after the ``epochs`` of Step 1
     # SGD-with-momentum reference (the paper states none of it: a standard CIFAR recipe)
     lr=0.1,

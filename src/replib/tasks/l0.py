@@ -85,7 +85,8 @@ def train_key(spec) -> str:
     d = spec.to_json()
     d["hparams"] = {k: v for k, v in d["hparams"].items() if k not in POST_TRAIN_KEYS}
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
-    return f"{spec.model}-{spec.dataset}-s{spec.seed}-" + hashlib.sha1(blob.encode()).hexdigest()[:12]
+    digest = hashlib.sha1(blob.encode()).hexdigest()[:12]
+    return f"{spec.model}-{spec.dataset}-s{spec.seed}-{digest}"
 
 
 def _train_dir(spec):

@@ -15,6 +15,7 @@ flip); fine-tuning repeats that recipe on the pruned net "without l1 regularizat
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -27,8 +28,10 @@ from ..proxns import (
     batchnorms,
     build_model,
     count_zeros,
+    fold_pruned_constants_,
     layer_channels,
     log_histogram,
+    masked_copy,
     prune_channels,
     prune_curve,
     scaling_factors,
@@ -112,17 +115,25 @@ def _start(spec, ctx):
 
 def _finish(spec, ctx, model, masks, train, val, test, history, hp, extra_metrics,
             extra_artifacts, curve_scales=None):
-    """Prune (physically), measure, fine-tune: what original and proximal NS share."""
+    """Prune (physically), measure, fine-tune: what original and proximal NS share.
+
+    ``test_acc_pruned`` is the physically pruned net's accuracy (the official removal);
+    ``test_acc_pruned_folded`` the same with the removed channels' constant outputs
+    ``relu(beta)`` moved into the next layer's bias (:func:`fold_pruned_constants_`).
+    """
     shape = models.input_shape(spec.model)
     acc_trained = evaluate(model, test, device=ctx.device)["acc"]
     curve = prune_curve(model, test, hp["curve"], scales=curve_scales, device=ctx.device)
     shrunk, stats = prune_channels(model, masks, shape, device=ctx.device)
     acc_pruned = evaluate(shrunk, test, device=ctx.device)["acc"]
+    folded = masked_copy(fold_pruned_constants_(copy.deepcopy(model), masks), masks)
+    acc_folded = evaluate(folded, test, device=ctx.device)["acc"]
     metrics = {
         "test_acc_trained": acc_trained,
         "test_acc_best_epoch": max(h["test_acc"] for h in history),
         "test_acc_pruned": acc_pruned,
         "acc_drop_pruning_pts": 100.0 * (acc_trained - acc_pruned),
+        "test_acc_pruned_folded": acc_folded,
         "test_n": len(test),
         "epoch_time_s": _mean_time(history),
         **stats,
@@ -237,8 +248,6 @@ def proximal_ns(spec, ctx):
 
 @torch.no_grad()
 def _gamma_from_xi(model, xi):
-    import copy
-
     new = copy.deepcopy(model)
     for name, bn in batchnorms(new).items():
         bn.weight.copy_(xi[name])

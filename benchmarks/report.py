@@ -1,0 +1,358 @@
+"""Render the Compute page's generated parts from committed records (no timing, no training).
+
+``python benchmarks/report.py [book_dir]`` writes
+
+* ``<book>/_generated/compute_table.md``: the newest full (non ``--quick``) record in
+  ``benchmarks/results/`` per device type, as Markdown tables (machine, loop ratios, input
+  pipeline, optimizer overheads, implied per-epoch times, GPU epochs when recorded);
+* ``<book>/_generated/compute_reproduce.md``: the wall time of ``make reproduce`` per budget:
+  the **measured** training time summed over the run records in ``data/results/`` (what a
+  from-scratch rerun retrains), and for the ``paper`` budget an **estimate** (see
+  :func:`paper_estimate`), because no GPU was used to build this book.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+OPT_NAMES = {
+    "sgd": "SGD (momentum 0.9, wd 1e-4)",
+    "prox_sgd": "ProxSGD",
+    "sqrt_prox_sgd": "SqrtProxSGD",
+    "rda": "RDA (w0 = 0)",
+    "rda_init_anchor": "RDA (w0 = init)",
+    "irda_step2": "IRDA, step 2 (retraining)",
+    "masked_sgd": "MaskedSGD",
+    "adam": "Adam",
+    "prox_adam": "ProxAdam",
+    "sgd+proximal_slimming": "SGD + ProximalSlimming",
+}
+MODEL_NAMES = {"lenet300": "LeNet-300-100", "lenet5_caffe": "LeNet-5-Caffe",
+               "resnet20": "ResNet-20", "mlp3072": "MLP 3072-1024-1024", "vgg19": "VGG-19",
+               "resnet18": "ResNet-18", "preresnet164": "ResNet-164 (pre-act.)"}
+# The CPU calibration of the design notes (shared/design/experiments.md, "2 cores, batch 128"),
+# shown beside our own measurement so the reader sees whether it holds.
+DESIGN_CALIBRATION_S = {("lenet300", True): 2.0, ("lenet300", False): 2.0,
+                        ("lenet5_caffe", True): 27.0, ("mlp3072", False): 15.0,
+                        ("mlp3072", True): 15.0, ("resnet20", True): 170.0,
+                        ("resnet20", False): 450.0}
+
+
+def _m(name: str) -> str:
+    return MODEL_NAMES.get(name, name)
+
+
+def _f(v, spec: str = ".2f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def newest_records(results: Path = RESULTS) -> dict[str, dict]:
+    """The newest full record per device type (``cpu``, ``cuda``), by its ``date``."""
+    best: dict[str, dict] = {}
+    for path in sorted(results.glob("*.json")):
+        rec = json.loads(path.read_text())
+        if rec.get("settings", {}).get("quick"):
+            continue
+        kind = rec["machine"]["device"].split(":")[0]
+        if kind not in best or rec["date"] > best[kind]["date"]:
+            best[kind] = dict(rec, _file=path.name)
+    return best
+
+
+def render(rec: dict) -> str:
+    """One benchmark record as Markdown (machine, then one table per section)."""
+    m = rec["machine"]
+    where = m.get("gpu") or m["cpu"]
+    out = [
+        f"**Record** `{rec.get('_file', '')}`: {rec['date']}, {where}, {m['cpu_count']} CPU "
+        f"cores, {m['threads']} torch thread(s), torch {m['torch']}"
+        f"{', torchvision ' + m['torchvision'] if 'torchvision' in m else ''}; "
+        f"load average (1, 5, 15 min) {rec.get('loadavg_start')} at the start and "
+        f"{rec.get('loadavg_end')} at the end; {rec['settings']['repeats']} repeats; "
+        f"total {rec['wall_s']:.0f} s. {rec['method']}\n",
+        goals(rec),
+    ]
+    clock_note = ("CPU time of the process" if rec.get("clock", "cpu") == "cpu"
+                  else "wall clock")
+    if "loops" in rec:
+        items = rec["loops"]["items"]
+
+        def med(model, variant):
+            for it in items:
+                if it["model"] == model and it["variant"] == variant:
+                    return it["median_s"] * 1e3
+            return None
+
+        rows = []
+        for r in rec["loops"]["ratios"]:
+            n = r["model"]
+            rows.append([_m(n), _f(med(n, "bare"), ".1f"), _f(med(n, "replib"), ".1f"),
+                         _f(med(n, "replib_aug"), ".1f"), _f(med(n, "dataloader_w0"), ".1f"),
+                         _f(med(n, "dataloader_w2"), ".1f"), _f(r["replib_over_bare"]),
+                         _f(r["dataloader_w0_over_replib"]),
+                         _f(r["dataloader_w2_over_replib_wall"]),
+                         _f(r["contiguous_over_channels_last"])])
+        out += [f"\n**Training step** (ms per step of batch 128, forward + backward + SGD; "
+                f"medians; {clock_note}). *bare*: hand-written loop over pre-normalized, "
+                f"pre-shuffled tensors; *replib*: `fit`; *+aug*: `fit` with pad-4 crop and "
+                f"flip; *DL w0 / w2*: torchvision dataset + per-sample transforms + "
+                f"`DataLoader` with 0 / 2 worker processes (with the same augmentation on "
+                f"CIFAR-10, so there it is compared with *+aug*; *DL w2* on the wall clock). "
+                f"Ratios: replib / bare (goal <= 1.10), DataLoader / replib (goal >= 5 on "
+                f"MNIST nets), contiguous / channels_last (how much faster channels_last "
+                f"is).\n\n",
+                _table(["model", "bare", "replib", "+aug", "DL w0", "DL w2 (wall)",
+                        "replib/bare", "DL w0/replib", "DL w2/replib (wall)", "contig./CL"],
+                       rows)]
+    if "data" in rec:
+        rows = [[r["dataset"], _f(1e3 * r["replib_batch_s"], ".2f"),
+                 _f(r["dataloader_w0_over_replib"], ".1f"),
+                 _f(r["dataloader_w2_over_replib_wall"], ".1f")]
+                for r in rec["data"]["ratios"]]
+        out += [f"\n**Input pipeline alone** (no model: producing one normalized batch of 128; "
+                f"CIFAR-10 with pad-4 crop and flip; {clock_note}).\n\n",
+                _table(["dataset", "replib ms/batch", "DL w0 / replib",
+                        "DL w2 / replib (wall)"], rows)]
+    if "optim" in rec:
+        rows = []
+        for r in rec["optim"]["ratios"]:
+            rows.append([_m(r["model"]), OPT_NAMES.get(r["optimizer"], r["optimizer"]),
+                         _f(1e3 * r["step_s"], ".3f"), _f(r["step_over_sgd"]),
+                         _f(r["train_step_over_sgd_derived"], ".3f"),
+                         _f(r["train_step_over_sgd_measured"], ".3f"),
+                         _f(r["step_over_adam"])])
+        out += [f"\n**Sparse optimizers** (ms per `step()` on fixed gradients, median of "
+                f"individually timed steps, {clock_note}; *step/SGD*: the step alone "
+                "(goal <= 1.30); "
+                "*train step/SGD*: forward + backward + step, derived as (fwd_bwd + step) / "
+                "(fwd_bwd + SGD step), and measured directly on LeNet-300-100).\n\n",
+                _table(["model", "optimizer", "step ms", "step/SGD", "train step/SGD",
+                        "measured", "step/Adam"], rows)]
+    if "loops" in rec:
+        rows = []
+        for r in rec["loops"]["epoch_estimates"]:
+            design = DESIGN_CALIBRATION_S.get((r["model"], r["channels_last"]))
+            if r["variant"] == "replib_aug":
+                design = None
+            label = {"replib": "", "replib_contiguous": " (contiguous)",
+                     "replib_aug": " (+aug)"}[r["variant"]]
+            rows.append([_m(r["model"]) + label, r["dataset"],
+                         "yes" if r["channels_last"] else "no", str(r["steps_per_epoch"]),
+                         _f(r["epoch_s"], ".1f"), _f(design, ".0f")])
+        out += ["\n**CPU seconds per epoch** implied by the steady-state step time above "
+                "(whole training split, batch 128, this machine at this load), beside the "
+                "design notes' calibration for a free 2-core machine.\n\n",
+                _table(["model", "dataset", "channels_last", "steps", "measured s/epoch",
+                        "design notes s/epoch"], rows)]
+    if rec.get("gpu_epochs"):
+        rows = [[_m(r["model"]), str(r["batch_size"]), _f(r["epoch_s"], ".1f"),
+                 _f(r["first_epoch_s"], ".1f")] for r in rec["gpu_epochs"]]
+        out += ["\n**GPU epochs** (CIFAR-10, whole split and augmentation on the GPU, bf16, "
+                "channels_last).\n\n",
+                _table(["model", "batch", "s/epoch", "first epoch s"], rows)]
+    return "".join(out)
+
+
+def goals(rec: dict) -> str:
+    """The issue's three goals, each judged on this record (a verdict per row)."""
+    rows = []
+    if "loops" in rec:
+        for r in rec["loops"]["ratios"]:
+            v = r["replib_over_bare"]
+            rows.append(["replib's loop within 10% of the bare loop", _m(r["model"]),
+                         f"{v:.2f}x", "met" if v <= 1.10 else "not met"])
+        for r in rec["loops"]["ratios"]:
+            if r["model"] not in ("lenet300", "lenet5_caffe"):
+                continue
+            cands = [x for x in (r["dataloader_w0_over_replib"],
+                                 r["dataloader_w2_over_replib_wall"]) if x is not None]
+            v = min(cands)
+            rows.append([">= 5x faster than the DataLoader pipeline (its faster worker "
+                         "setting), whole training step", _m(r["model"]), f"{v:.2f}x",
+                         "met" if v >= 5 else "not met"])
+    if "data" in rec:
+        for r in rec["data"]["ratios"]:
+            if r["dataset"] != "mnist":
+                continue
+            v = min(r["dataloader_w0_over_replib"], r["dataloader_w2_over_replib_wall"])
+            rows.append([">= 5x faster than the DataLoader pipeline, input pipeline alone",
+                         "MNIST", f"{v:.1f}x", "met" if v >= 5 else "not met"])
+    if "optim" in rec:
+        sparse = [r for r in rec["optim"]["ratios"] if r["optimizer"] not in ("sgd", "adam")]
+        for key, what in (("step_over_sgd", "optimizer step alone"),
+                          ("train_step_over_sgd_derived", "whole training step")):
+            bad = [r for r in sparse if r[key] > 1.3]
+            worst = max(sparse, key=lambda r: r[key])
+            detail = ("; over: " + ", ".join(
+                f"{OPT_NAMES.get(r['optimizer'], r['optimizer'])} on {_m(r['model'])} "
+                f"{r[key]:.2f}x" for r in bad)) if bad else ""
+            rows.append([f"each sparse optimizer within 1.3x of SGD ({what})",
+                         f"{len(sparse) - len(bad)} of {len(sparse)} (optimizer, model) pairs",
+                         f"worst {worst[key]:.2f}x{detail}", "met" if not bad else "not met"])
+    if not rows:
+        return ""
+    return "\n**Goals of the benchmark, judged on this record.**\n\n" + _table(
+        ["goal", "where", "value", "verdict"], rows)
+
+
+# ---------------------------------------------------------------- make reproduce
+
+
+def measured_training(results_root: Path) -> dict[str, dict]:
+    """Per budget: the number of run records and the sum of their recorded wall times."""
+    out: dict[str, dict] = {}
+    for path in sorted(results_root.rglob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+            budget = rec["spec"]["budget"]
+            wall = float(rec["provenance"]["wall_time_s"])
+        except (KeyError, ValueError, TypeError, json.JSONDecodeError):
+            continue
+        b = out.setdefault(budget, {"runs": 0, "wall_s": 0.0, "papers": {}, "devices": set()})
+        b["runs"] += 1
+        b["wall_s"] += wall
+        paper = rec["spec"].get("paper", "?")
+        b["papers"][paper] = b["papers"].get(paper, 0.0) + wall
+        b["devices"].add(rec["provenance"].get("device", "?"))
+    return out
+
+
+# Per-epoch seconds of the ProxNS paper's baselines on an RTX 2080 (Table 2a, batch 64).
+PAPER_EPOCH_S = {"vgg19": 38.10, "densenet40": 117.45, "preresnet164": 146.41}
+# Which measured net each other net is scaled from (by forward FLOPs): plain / wide nets from
+# VGG-19, thin deep residual nets from ResNet-164.
+SCALE_FROM = {"vgg11": "vgg19", "vgg16": "vgg19", "resnet18": "vgg19", "wrn20": "vgg19",
+              "resnet20": "preresnet164", "resnet56": "preresnet164",
+              "preresnet110": "preresnet164"}
+# A rough count of the CIFAR trainings the catalogue (shared/design/experiments.md) asks for at
+# the paper budget, one seed per setting: (paper, notebook, model, trainings, epochs each).
+PAPER_WORKLOAD = [
+    ("l0", "04_cifar10_resnet20", "resnet20", 3, 160),  # base, NORM, SEP; epochs unstated
+    ("irda", "02_main_results", "resnet18", 4, 120),  # SGD, prox-SGD, sqrt-prox-SGD, iRDA
+    ("irda", "03_architectures_datasets", "vgg16", 4, 120),  # SGD, iRDA x CIFAR-10/100
+    ("irda", "03_architectures_datasets", "vgg19", 4, 120),
+    ("irda", "05_initialization", "resnet18", 4, 120),  # initialization scales s
+    ("irda", "06_parameter_tests", "resnet18", 21, 120),  # lambda sweeps + lambda x gamma grid
+    ("lottery", "02_winning_tickets", "resnet20", 18, 85),  # 3 methods x 3 rounds x 2 datasets
+    ("lottery", "02_winning_tickets", "wrn20", 18, 120),
+    ("lottery", "02_winning_tickets", "vgg11", 18, 120),
+    ("lottery", "03_resnet56_pruning", "resnet56", 9, 85),  # 3 methods x 3 rounds
+    ("lottery", "04_ablations", "resnet20", 12, 85),
+    ("proxns", "01/02_cifar_results", "vgg19", 8, 160),  # base, NS + fine-tune, ProxNS x 2 sets
+    ("proxns", "01/02_cifar_results", "densenet40", 8, 160),
+    ("proxns", "01/02_cifar_results", "preresnet164", 8, 160),
+    ("proxns", "03_comparison", "preresnet110", 4, 160),  # base, NS + fine-tune, ProxNS
+]
+
+
+def _forward_flops(names) -> dict[str, float]:
+    import torch
+
+    from replib import metrics, models
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {n: float(metrics.flops(models.get(n), models.input_shape(n))) for n in names}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def paper_epoch_s(flops: dict[str, float]) -> dict[str, float]:
+    """Estimated RTX 2080 seconds per CIFAR epoch: Table 2a where measured, else scaled."""
+    est = dict(PAPER_EPOCH_S)
+    for n, ref in SCALE_FROM.items():
+        est[n] = PAPER_EPOCH_S[ref] * flops[n] / flops[ref]
+    return est
+
+
+def paper_estimate() -> tuple[list[list[str]], float]:
+    names = sorted({w[2] for w in PAPER_WORKLOAD} | set(PAPER_EPOCH_S))
+    per_epoch = paper_epoch_s(_forward_flops(names))
+    rows, total = [], 0.0
+    for paper, nb, model, runs, epochs in PAPER_WORKLOAD:
+        hours = runs * epochs * per_epoch[model] / 3600
+        total += hours
+        src = "Table 2a" if model in PAPER_EPOCH_S else f"scaled from {_m(SCALE_FROM[model])}"
+        rows.append([paper, nb, _m(model), str(runs), str(epochs),
+                     f"{per_epoch[model]:.0f} ({src})", f"{hours:.1f}"])
+    return rows, total
+
+
+def render_reproduce(results_root: Path, n_notebooks: int) -> str:
+    meas = measured_training(results_root)
+    out = []
+    rows = []
+    for budget in ("smoke", "cpu", "paper"):
+        b = meas.get(budget)
+        if b is None:
+            rows.append([budget, "0", "—", "—"])
+            continue
+        per_paper = ", ".join(f"{p} {w / 3600:.2f} h" for p, w in sorted(b["papers"].items()))
+        rows.append([budget, str(b["runs"]), f"{b['wall_s'] / 3600:.2f} h", per_paper])
+    out += [f"**Measured**: training time recorded in the run records now in `data/results/` "
+            f"({n_notebooks} notebooks in `notebooks/`). A from-scratch `make reproduce` at "
+            f"a budget retrains exactly these runs, so their summed wall time, on the machine "
+            f"and under the load each record names, is the estimate for that budget (plus "
+            f"notebook execution and the book build, minutes). Smoke records are git-ignored "
+            f"and only present where `make test` ran.\n\n",
+            _table(["budget", "runs recorded", "training wall time", "by paper"], rows)]
+    devices = sorted(set().union(*(b["devices"] for b in meas.values()))) if meas else []
+    if devices:
+        out.append(f"\nDevices in these records: {', '.join(devices)}.\n")
+    rows, total = paper_estimate()
+    out += [f"\n**Estimated, not measured: the `paper` budget on a GPU.** No GPU was used to "
+            f"build this book. Each row is trainings x epochs x seconds per epoch; the seconds "
+            f"per epoch are the ProxNS paper's own RTX 2080 measurements (Table 2a, baselines, "
+            f"batch 64) where it reports the network, else scaled from VGG-19 (plain and wide "
+            f"nets) or ResNet-164 (thin residual nets) by forward FLOPs. The training counts "
+            f"are a rough reading of the experiment catalogue with one seed per setting (the "
+            f"papers average up to five). Total: **about {total:.0f} GPU-hours on an RTX "
+            f"2080**, i.e. {total / 24:.0f} GPU-days; MNIST-scale and MLP notebooks add "
+            f"minutes (their `cpu` budget already runs the paper's settings, see the measured "
+            f"table). A current GPU with replib's whole-dataset, bf16, channels_last path should "
+            f"be several times faster than the 2080 figures, but that factor was not measured "
+            f"here.\n\n",
+            _table(["paper", "notebook", "model", "trainings", "epochs", "s/epoch (RTX 2080)",
+                    "GPU-hours"], rows)]
+    return "".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    book = Path(argv[0]) if argv else ROOT / "book"
+    out_dir = book / "_generated"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recs = newest_records()
+    parts = []
+    for kind in ("cpu", "cuda"):
+        if kind in recs:
+            parts.append(f"#### {'CPU' if kind == 'cpu' else 'GPU'}\n\n" + render(recs[kind]))
+        elif kind == "cuda":
+            parts.append("#### GPU\n\nNo GPU record yet: `python benchmarks/bench.py --device "
+                         "cuda` on a CUDA machine writes one (per-epoch times of ResNet-20, "
+                         "VGG-19, ResNet-18 and ResNet-164 on CIFAR-10 included).\n")
+    if not recs:
+        parts.append("_No benchmark record in `benchmarks/results/` yet: run `make bench`._\n")
+    (out_dir / "compute_table.md").write_text("\n".join(parts))
+    results_root = ROOT / "data" / "results"
+    n_nb = len(list((ROOT / "notebooks").glob("*/[0-9]*.ipynb")))
+    (out_dir / "compute_reproduce.md").write_text(render_reproduce(results_root, n_nb))
+    for name in ("compute_table.md", "compute_reproduce.md"):
+        print(out_dir / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

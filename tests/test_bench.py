@@ -1,0 +1,222 @@
+"""``benchmarks/bench.py``: every measurement runs on tiny settings and the ratios are right.
+
+No timing is asserted (the machine is shared); what is checked is that each timer runs and
+returns a positive time, that ratios are the stated quotients of medians, that the JSON
+record carries what the Compute page shows, and that the fast tensor augmentation of
+``replib.data`` draws and crops exactly as its definition says.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from replib import data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bench = _load("bench")
+report = _load("report")
+CPU = torch.device("cpu")
+
+
+def ok(t: dict) -> bool:
+    """A timer's result: wall and CPU seconds per step, both finite and non-negative."""
+    return t["wall"] > 0 and t["cpu"] >= 0
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return data.load("mnist", "train")
+
+
+def test_loop_timers_run_on_tiny_settings(mnist):
+    kw = dict(steps=1, warmup=1, device=CPU)
+    assert ok(bench.time_replib("lenet300", mnist, channels_last=False, **kw))
+    assert ok(bench.time_bare("lenet300", mnist, channels_last=False, **kw))
+    assert ok(bench.time_dataloader("lenet300", "mnist", mnist, channels_last=False, workers=0,
+                                 **kw))
+    assert ok(bench.time_replib("lenet5_caffe", mnist, channels_last=True, **kw))
+    assert ok(bench.time_data_replib(mnist, batches=1, warmup=1, device=CPU, augment=False))
+    assert ok(bench.time_data_loader("mnist", mnist, batches=1, warmup=1, device=CPU,
+                                  augment=False, workers=0))
+
+
+def test_cifar_like_dataset_matches_the_split():
+    split = data.load("cifar10", "train").subset(torch.arange(8))
+    ds, cls = bench.torchvision_dataset("cifar10", split, augment=False)
+    assert cls == "CifarLike" or cls == "CIFAR10"
+    x, y = ds[3]
+    assert x.shape == (3, 32, 32) and y == int(split.labels[3])
+    # ToTensor + Normalize of the same pixels as replib's normalization
+    assert torch.allclose(x, split.normalize(split.images[3:4])[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("opt", [o for o, (_, bn) in bench.OPTIMIZERS.items() if not bn])
+def test_every_optimizer_step_is_timed(opt):
+    assert ok(bench.time_opt_step("lenet300", opt, inner=1, device=CPU, warmup=1))
+
+
+def test_proximal_slimming_needs_and_finds_bn_scales():
+    model = bench.build_model("resnet20", CPU)
+    # ResNet-20, shortcut B: stem + 18 block convs + 2 projection shortcuts, one BN each
+    assert len(bench.bn_scales(model)) == 21
+    assert bench.bn_scales(bench.build_model("lenet300", CPU)) == []
+    assert ok(bench.time_opt_step("resnet20", "sgd+proximal_slimming", inner=1, device=CPU,
+                               warmup=1))
+
+
+def test_fixed_init_makes_variants_identical():
+    a, b = bench.build_model("lenet300", CPU), bench.build_model("lenet300", CPU)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_loop_ratios_are_quotients_of_medians():
+    def it(model, variant, cpu, wall=None):
+        return {"model": model, "variant": variant, "median_s": cpu,
+                "median_wall_s": wall if wall is not None else 2 * cpu}
+
+    items = [
+        it("m", "replib", 2.0), it("m", "bare", 1.6), it("m", "dataloader_w0", 12.0),
+        it("m", "dataloader_w2", 10.0, wall=10.0), it("m", "replib_contiguous", 3.0),
+        it("c", "replib", 4.0), it("c", "bare", 4.0), it("c", "replib_aug", 5.0),
+        it("c", "dataloader_w0", 6.0),
+    ]
+    m, c = bench.loop_ratios(items)
+    assert m["replib_over_bare"] == pytest.approx(1.25)
+    assert m["dataloader_w0_over_replib"] == pytest.approx(6.0)
+    # two workers: wall clock against replib's wall clock (2 x 2.0 here)
+    assert m["dataloader_w2_over_replib_wall"] == pytest.approx(10.0 / 4.0)
+    assert m["contiguous_over_channels_last"] == pytest.approx(1.5)
+    assert m["augment_cost"] is None
+    # with augmentation the loader is compared with replib's augmented loop
+    assert c["dataloader_w0_over_replib"] == pytest.approx(6.0 / 5.0)
+    assert c["dataloader_w2_over_replib_wall"] is None
+    assert c["augment_cost"] == pytest.approx(1.25)
+
+
+def test_optim_ratios_derive_the_training_step():
+    items = [
+        {"model": "m", "optimizer": "sgd", "kind": "step", "median_s": 1.0},
+        {"model": "m", "optimizer": "prox_sgd", "kind": "step", "median_s": 1.5},
+        {"model": "m", "optimizer": "adam", "kind": "step", "median_s": 2.0},
+        {"model": "m", "optimizer": "prox_adam", "kind": "step", "median_s": 3.0},
+        {"model": "m", "optimizer": None, "kind": "fwd_bwd", "median_s": 9.0},
+        {"model": "m", "optimizer": "sgd", "kind": "full_step", "median_s": 10.0},
+        {"model": "m", "optimizer": "prox_sgd", "kind": "full_step", "median_s": 11.0},
+    ]
+    rows = {r["optimizer"]: r for r in bench.optim_ratios(items)}
+    assert rows["prox_sgd"]["step_over_sgd"] == pytest.approx(1.5)
+    assert rows["prox_sgd"]["train_step_over_sgd_derived"] == pytest.approx(10.5 / 10.0)
+    assert rows["prox_sgd"]["train_step_over_sgd_measured"] == pytest.approx(1.1)
+    assert rows["prox_adam"]["step_over_adam"] == pytest.approx(1.5)
+    assert rows["prox_adam"]["train_step_over_sgd_measured"] is None
+
+
+def test_interleaving_runs_repeat_r_of_every_item_before_r_plus_1():
+    calls = []
+
+    def timer(n):
+        calls.append(n)
+        return {"wall": 10.0 * len(calls), "cpu": float(len(calls))}
+
+    items = [{"name": n, "timer": functools.partial(timer, n)} for n in "ab"]
+    items[1]["clock"] = "wall"
+    bench.run_interleaved(items, 3, lambda msg: None)
+    assert calls == ["a", "b"] * 3
+    assert items[0]["times_cpu"] == [1, 3, 5] and items[0]["median_s"] == 3  # CPU clock
+    assert items[1]["times_wall"] == [20, 40, 60] and items[1]["median_s"] == 40  # wall
+    assert "timer" not in items[0]
+
+
+def test_clocks_measure_cpu_work_not_sleep():
+    t0 = bench.now()
+    time.sleep(0.05)
+    t = bench.since(t0)
+    assert t["wall"] >= 0.05 and t["cpu"] < 0.04
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="--device"):
+        bench.main(["--device", "tpu", "--no-save"])
+    with pytest.raises(ValueError, match="--sections"):
+        bench.main(["--sections", "loops,nonsense", "--no-save"])
+    with pytest.raises(ValueError, match="--repeats"):
+        bench.main(["--repeats", "0", "--no-save"])
+
+
+def test_main_writes_a_record_the_report_renders(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "LOOP_WORKLOADS", {"lenet300": ("mnist", 1, 1)})
+    monkeypatch.setattr(bench, "CALIBRATION", {})
+    monkeypatch.setattr(bench, "DATA_WORKLOADS", {"mnist": (1, 1, False)})
+    monkeypatch.setattr(bench, "OPT_MODELS", ("lenet300",))
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--quick", "--repeats", "1", "--device", "cpu", "--threads", "1",
+                           "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (path,) = tmp_path.glob("quick-*-cpu.json")
+    rec = json.loads(path.read_text())
+    assert rec["machine"]["torch"] == torch.__version__ and rec["machine"]["threads"] == 1
+    assert "median" in rec["method"] and "interleaved" in rec["method"]
+    (row,) = rec["loops"]["ratios"]
+    assert row["model"] == "lenet300" and row["replib_over_bare"] > 0
+    assert {r["optimizer"] for r in rec["optim"]["ratios"]} >= {"sgd", "prox_sgd", "rda"}
+    assert rec["data"]["ratios"][0]["dataloader_w0_over_replib"] > 0
+    assert rec["clock"] == "cpu"
+    md = report.render(rec)
+    assert "LeNet-300-100" in md and "ProxSGD" in md and rec["machine"]["cpu"] in md
+
+
+def _reference_augment(images, pad, flip, g):
+    """The definition: pad, crop at (dy, dx), flip where the coin says so (per image)."""
+    n, _, h, w = images.shape
+    out = images.clone()
+    if pad:
+        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+        out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if flip:
+        do = torch.rand(n, generator=g) < 0.5
+        out = torch.stack([o.flip(2) if d else o for o, d in zip(out, do)])
+    return out
+
+
+@pytest.mark.parametrize("pad,flip", [(4, True), (4, False), (0, True), (2, True)])
+def test_fast_augment_is_the_definition(pad, flip):
+    images = torch.randint(0, 256, (37, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    before = images.clone()
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    got = data.augment(images, pad, flip, g1)
+    assert torch.equal(got, _reference_augment(images, pad, flip, g2))
+    assert torch.equal(images, before)  # the input is never modified
+    assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+
+
+def test_normalize_does_not_touch_its_input_and_batches_in_order_are_views():
+    split = data.load("mnist", "test").subset(torch.arange(300))
+    x = split.images[:5].float()
+    before = x.clone()
+    split.normalize(x)
+    assert torch.equal(x, before)
+    xs = [b for b, _ in data.batches(split, 128)]
+    assert torch.equal(torch.cat(xs), split.normalize(split.images))
