@@ -46,6 +46,7 @@ nbval: venv
 
 book: venv $(MATHJAX)
 	$(BIN)/python -m replib.experiments.scorecard book
+	$(BIN)/python benchmarks/report.py book
 	$(BIN)/jupyter-book build book -W -n --keep-going
 
 book-check: venv
