@@ -306,3 +306,98 @@ def test_task_rejects_bad_method():
     with pytest.raises(ValueError, match="model"):
         ex.make_spec("lottery", "lottery_tickets", dataset="cifar10", model="lenet300",
                      epochs=1)
+
+
+# --------------------------------------------------------------------------- reading results
+
+
+def test_interp_accuracy_log_density():
+    pts = [(1.0, 0.9), (0.1, 0.7), (0.01, 0.3)]
+    acc, inside = lt.interp_accuracy(pts, math.sqrt(0.1 * 0.01))  # halfway in log density
+    assert inside and acc == pytest.approx(0.5)
+    assert lt.interp_accuracy(pts, 0.1) == (pytest.approx(0.7), True)
+    assert lt.interp_accuracy(pts, 0.001) == (0.3, False)  # beyond the sparsest ticket
+    ok, a, b, inside = lt.at_least_as_accurate([(0.05, 0.6)], pts)
+    assert inside and ok and a == 0.6 and b == pytest.approx(0.7 - 0.4 * math.log(2)
+                                                                 / math.log(10))
+    with pytest.raises(ValueError):
+        lt.interp_accuracy([], 0.5)
+
+
+def test_imp_rate_and_ticket_spec():
+    from replib.tasks import lottery as tasks
+
+    assert tasks.imp_rate_for(0.125) == 0.5 and tasks.imp_rate_for(1.0) == 0.0
+    assert tasks.imp_rate_for(0.02) == pytest.approx(1 - 0.02 ** (1 / 3), abs=0.005)
+    with pytest.raises(ValueError, match="density"):
+        tasks.imp_rate_for(0.0)
+    cpu = tasks.ticket_spec("cpu", "mask_log")
+    assert cpu.hp["mask_lr_scale"] == pytest.approx(85 * 391 / (5 * 32), abs=0.05)
+    assert cpu.hp["train_subset"] == 4000 and cpu.epochs == 5 and cpu.hp["rounds"] == 3
+    paper = tasks.ticket_spec("paper", "imp", model="vgg11", rate=0.2)
+    assert paper.epochs == 120 and paper.hp["milestones"] == (0.5, 0.75)
+    assert paper.hp["lam_scale"] == 1.0 and paper.hp["train_subset"] == 0
+    with pytest.raises(ValueError, match="cpu plan"):
+        tasks.ticket_spec("cpu", "imp", model="wrn20")
+
+
+def _row(method, lam, acc, sp, tol=None, nnz=200.0):
+    return {"method": method, "lam": lam, "acc_mean": acc, "sparsity_mean": sp,
+            "sparsity_tol_mean": sp if tol is None else tol, "nonzero_mean": nnz}
+
+
+def test_logistic_fig3_checks_flags():
+    rows = []
+    for lam in (1e-3, 1e-2, 1e-1):
+        rows.append(_row("lr", lam, 0.99, 0.30, tol=0.40))
+    rows += [_row("l1_theta", 1e-3, 0.99, 0.30, 0.5), _row("l1_theta", 1e-2, 0.985, 0.30, 0.6),
+             _row("l1_theta", 1e-1, 0.80, 0.30, 0.35)]
+    rows += [_row("mask_l1", 1e-3, 0.99, 0.50, nnz=200), _row("mask_l1", 1e-2, 0.985, 0.92, nnz=32),
+             _row("mask_l1", 1e-1, 0.5, 1.0, nnz=0)]
+    rows += [_row("mask_log", 1e-3, 0.99, 0.60, nnz=160), _row("mask_log", 1e-2, 0.99, 0.94,
+                                                                nnz=24),
+             _row("mask_log", 1e-1, 0.5, 1.0, nnz=0)]
+    c = lt.logistic_fig3_checks(rows, k_sparse_acc=0.95, k_nonzero=8)
+    assert c["F3-subgrad-not-sparse"] and not c["F3-subgrad-less-sparse-exact"]
+    assert c["F3-subgrad-less-sparse-tol"]  # 0.35 < 0.40 at the largest lambda
+    assert c["F3-mask-sparsifies"] and c["F3-comparable-accuracy"]
+    assert c["F3-log-sparser"] and c["F3-log-more-accurate"] and c["F4-8pixel-mask"]
+    assert not lt.logistic_fig3_checks(rows, 0.95, 9)["F4-8pixel-mask"]
+    rows[4] = _row("l1_theta", 1e-2, 0.95, 0.30)  # a 4-point drop where masks keep >= 20 pixels
+    assert not lt.logistic_fig3_checks(rows, 0.95, 8)["F3-comparable-accuracy"]
+
+
+def test_table2_checks_interpolates_inside_only():
+    def rec(points):
+        return {"artifacts": {"rounds": [{"density": d, "test_acc": a} for d, a in points]}}
+
+    recs = {"dense": {"metrics": {"final_test_acc": 0.90}},
+            "mask_l1": rec([(0.5, 0.91), (0.2, 0.90), (0.04, 0.85)]),
+            "mask_log": rec([(0.3, 0.92), (0.1, 0.89)])}
+    meas, notes = lt.table2_checks(recs)
+    assert meas["T2-baseline"] == pytest.approx(90.0)
+    assert meas["T2-l1-1.79"] is None and "not 1.79%" in notes["T2-l1-1.79"]
+    assert meas["T2-l1-5.36"] == pytest.approx(100 * (lt.interp_accuracy(
+        [(0.2, 0.90), (0.04, 0.85)], 0.0536)[0] - 0.90))
+    assert meas["T2-log-23.2"] is not None and meas["T2-log-5.12"] is None
+    assert meas["T2-no-loss-at-23"] is True  # the l1 ticket at 20% matches the baseline
+
+
+def test_lottery_logistic_task_end_to_end():
+    pytest.importorskip("torchvision")
+    from replib import experiments as ex
+    from replib.data import DatasetMissingError
+
+    spec = ex.make_spec("lottery", "lottery_logistic", dataset="mnist", model="logreg",
+                        epochs=30, budget="smoke", runs=2, lams=[1e-3, 1.0], k_sparse=5)
+    try:
+        rec = ex.execute(spec, device="cpu")
+    except DatasetMissingError:
+        pytest.skip("MNIST not available")
+    m = rec.metrics
+    assert m["runs"] == 2 and m["n_train_total"] == 320 and m["n_val_total"] == 80
+    assert m["pixels"] == 400 and len(rec.history) == 4 * 2
+    assert len(rec.artifacts["k_mask"]) == 400 and len(rec.artifacts["samples"]) == 8
+    assert sorted(rec.artifacts["sample_labels"]) == [0.0] * 4 + [1.0] * 4
+    full = [r for r in rec.history if r["lam"] == 1.0 and r["method"].startswith("mask")]
+    assert all(r["sparsity_mean"] == 1.0 for r in full)  # lambda = 1 prunes every pixel

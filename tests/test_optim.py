@@ -24,6 +24,7 @@ from replib.sparsity import (
     apply_l1_prox,
     inverse_sqrt_lr,
     l1_param_groups,
+    rda_step,
     soft_threshold,
 )
 
@@ -151,6 +152,32 @@ def test_rda_second_step_uses_the_average_gradient(anchor: str) -> None:
     torch.testing.assert_close(p.detach(), t(*expected))
     torch.testing.assert_close(opt.state[p]["grad_avg"], (t(*g1) + t(*g2)) / 2)
     assert opt.state[p]["step"] == 2
+
+
+@pytest.mark.parametrize("retraining", [False, True])
+@pytest.mark.parametrize("anchor", ["zero", "init"])
+def test_rda_in_place_step_equals_the_reference_rda_step(anchor: str, retraining: bool) -> None:
+    """RDA.step writes Eq. (20) into the weights in place; it must equal ``rda_step`` exactly."""
+    gen = torch.Generator().manual_seed(7)
+    w1 = torch.randn(37, 29, generator=gen)  # float32, odd sizes: vector and scalar loops
+    w1[w1.abs() < 0.3] = 0.0
+    lam, gamma = 0.05, 1.5
+    p = nn.Parameter(w1.clone())
+    opt = IRDA([p], lam=lam, gamma=gamma, anchor=anchor)
+    if retraining:
+        opt.start_retraining()
+    w, gbar = w1.clone(), torch.zeros_like(w1)
+    for k in (1, 2, 3):
+        g = torch.randn(w1.shape, generator=gen)
+        keep = w != 0 if retraining else torch.ones_like(w, dtype=torch.bool)
+        gbar = gbar.mul((k - 1) / k).add(g * keep, alpha=1 / k)  # Eq. (27) / (30)
+        w = rda_step(w1 if anchor == "init" else None, gbar, k, lam, gamma) * keep
+        step_with_grad(opt, p, g)
+        assert torch.equal(p.detach(), w)
+        assert torch.equal(opt.state[p]["grad_avg"], gbar)
+    assert 0 < int((w == 0).sum()) < w.numel()
+    if retraining:
+        assert torch.all(w[w1 == 0] == 0)
 
 
 def test_prox_adam_one_step_is_eqs_8_to_11() -> None:

@@ -145,6 +145,20 @@ def test_soft_threshold_hand_computed() -> None:
     assert torch.equal(soft_threshold(t(3.0, 3.0), t(1.0, 4.0)), t(2.0, 0.0))
 
 
+def test_soft_threshold_in_place_zeros_propagates_nan_and_rejects_negative_tau() -> None:
+    x = torch.tensor([float("nan"), -0.75, -0.125, 0.0, 0.125, 0.25, 0.5, -2.0] * 5)  # + tail
+    y = x.clone()
+    soft_threshold_(y, 0.25)
+    expected = torch.tensor([float("nan"), -0.5, 0.0, 0.0, 0.0, 0.0, 0.25, -1.75] * 5)
+    torch.testing.assert_close(y, expected, rtol=0, atol=0, equal_nan=True)
+    assert int((y == 0).sum()) == 4 * 5  # exact zeros where |x| <= tau
+    assert torch.equal(y.nan_to_num(7.0), soft_threshold(x, 0.25).nan_to_num(7.0))
+    with pytest.raises(ValueError, match="tau"):
+        soft_threshold_(y, -0.1)
+    with pytest.raises(ValueError, match="tau"):
+        soft_threshold(x, -0.1)
+
+
 def test_project_box_hand_computed() -> None:
     assert torch.equal(project_box(t(-0.5, 0.3, 1.7)), t(0.0, 0.3, 1.0))
     assert torch.equal(project_box(t(-0.5, 0.3, 1.7), lo=-1.0, hi=0.0), t(-0.5, 0.0, 0.0))

@@ -13,7 +13,6 @@ from replib.metrics import count_params
 from replib.models.vgg import VGG
 from replib.sparsity.prune import bn_channel_masks
 
-
 # ---------------------------------------------------------------- networks at a width
 
 
@@ -186,9 +185,12 @@ def test_penalties_are_the_official_ones_at_the_paper_length_and_scaled_when_cut
     paper = proxns.penalty_settings("vgg19", 50_000, 160)
     assert paper == {"lam": 0.0045, "beta": 100.0, "s": 1e-4, "kappa": 1.0}
     cut = proxns.penalty_settings("vgg19", 10_000, 6)  # 3 x 157 steps before the LR drop
-    assert cut["beta"] == 1.0
-    assert proxns.drift_steps(cut["lam"], cut["beta"], 10.0) == pytest.approx(0.5 * 471)
-    assert cut["s"] / 1e-4 == pytest.approx(cut["kappa"])
+    assert cut["beta"] == 100.0  # beta stays the paper's
+    assert proxns.drift_steps(cut["lam"], cut["beta"], 10.0) == pytest.approx(471)
+    assert cut["s"] / 1e-4 == pytest.approx(cut["kappa"]) == pytest.approx(13_333.33 / 471)
+    ablation = proxns.run_spec("vgg19", "proximal", "cpu", beta=1.0, drift_fraction=0.5)
+    assert ablation.hp["beta"] == 1.0
+    assert proxns.drift_steps(ablation.hp["lam"], 1.0, 10.0) == pytest.approx(0.5 * 471)
     spec = proxns.run_spec("preresnet164", "original", "paper", percent=0.71)
     assert spec.hp["s"] == 1e-5 and spec.hp["percent"] == 0.71 and spec.epochs == 160
     with pytest.raises(ValueError, match="percent"):

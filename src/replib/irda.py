@@ -402,3 +402,15 @@ def far_sparser(irda: list[tuple[float, float]], prox: list[tuple[float, float]]
         if s >= max(rivals, default=0.0) + margin:
             return True
     return False
+
+
+def display_frame(df, digits: int = 4):
+    """A copy of ``df`` for display: lambda columns as ``1e-06`` (rounding would show 0.0),
+    other floats rounded to ``digits``."""
+    import pandas as pd
+
+    out = df.copy()
+    for col in out.columns:
+        if "lambda" in str(col):
+            out[col] = out[col].map(lambda v: "" if v is None or pd.isna(v) else f"{v:g}")
+    return out.round(digits)

@@ -318,12 +318,13 @@ def mask_regularizer(reg: str, eps: float = 0.1) -> Callable[[Tensor], Tensor]:
 
 def drift_matched_scale(epochs: int, n_train: int, batch_size: int = 128,
                         paper_epochs: int = 85, paper_n: int = 50_000) -> float:
-    """How much to multiply lambda by when a round has fewer SGD steps than the paper's.
+    """The ratio of SGD steps per round, paper / ours: the time-compression factor.
 
-    The regularizer's pull on each mask entry per step is ``lr * lambda * r'(m)``; over a round
-    it adds up to ``steps * lr * lambda * r'(m)``. Scaling lambda by ``paper_steps / steps``
-    keeps that total equal when a reduced budget trains ``epochs`` epochs on ``n_train``
-    images (paper: 85 epochs of 50,000 CIFAR-10 images for ResNet-20, batch 128).
+    Over a round, a step size ``eta`` moves the mask by about ``steps * eta * g`` under a
+    steady gradient ``g`` (from the loss or from ``lambda r'(m)``). Multiplying the mask's
+    learning rate by ``paper_steps / steps`` keeps that displacement equal when a reduced budget
+    trains ``epochs`` epochs on ``n_train`` images (paper: 85 epochs of 50,000 CIFAR-10 images
+    for ResNet-20, batch 128). Multiplying lambda alone by it keeps only the regularizer's pull.
     """
     steps = epochs * math.ceil(n_train / batch_size)
     paper_steps = paper_epochs * math.ceil(paper_n / batch_size)
@@ -473,13 +474,6 @@ def reset_sigmoid_scores(model: nn.Module, s0: float = 0.0) -> None:
     for p in _sigmoid_masks(model).values():
         p.s.clamp_(max=s0)
         p.beta.fill_(1.0)
-
-
-def remove_all_masks(model: nn.Module) -> None:
-    """Remove every weight parametrization, leaving ``theta`` (not the masked weight)."""
-    for _, module in masks_mod.prunable_layers(model).items():
-        if parametrize.is_parametrized(module, "weight"):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
 
 
 # --------------------------------------------------------------------------- rounds

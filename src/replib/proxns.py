@@ -334,29 +334,24 @@ def phase1_steps(n_train: int, epochs: int, batch_size: int = 64) -> int:
     return max(1, int(round(0.5 * epochs))) * -(-n_train // batch_size)
 
 
-CUT_BETA = 1.0  # beta at a cut budget: at most 1 (the paper's ResNet-110 value)
-DRIFT_FRACTION = 0.5  # at a cut budget, the zero-gradient drift takes half of the first phase
+DRIFT_FRACTION = 1.0  # at a cut budget, the zero-gradient drift takes the first LR phase
 
 
-def penalty_settings(model: str, n_train: int, epochs: int, batch_size: int = 64) -> dict:
+def penalty_settings(model: str, n_train: int, epochs: int, batch_size: int = 64,
+                     beta: float | None = None) -> dict:
     """lam and beta (proximal NS), s (original NS) and the scale kappa for a training length.
 
     At the paper's length (160 epochs: 62,560 steps before the first LR drop) these are the
     official values. A cut budget has ~100 times fewer steps, fewer than :func:`drift_steps`
-    needs to bring *any* scaling factor from 0.5 to zero (13,300 at VGG-19's setting), so:
-
-    1. beta <- min(beta, 1): beta only relaxes the constraint xi = gamma of Eq. (4) (the paper
-       uses 0.25 to 100); the stationary points' zero set, |dL/dgamma_i| <= lam, does not
-       depend on it, but the drift rate lam / (2 alpha + beta) does (5.7x faster at beta = 1
-       than at 100);
-    2. lam <- kappa lam with kappa the smallest factor (>= 1) for which that drift takes
-       ``DRIFT_FRACTION`` of the first LR phase; original NS's s gets the same kappa.
+    needs to bring *any* scaling factor from 0.5 to zero (13,300 at VGG-19's setting), so lam
+    is multiplied by the smallest kappa >= 1 for which that drift fits in the first LR phase
+    (``DRIFT_FRACTION`` of it), and original NS's s by the same kappa. beta stays the paper's
+    unless given (an ablation): it sets how closely gamma follows xi, which is what makes
+    removing the channels with xi = 0 harmless.
     """
     p = paper_settings(model)
+    beta = p["beta"] if beta is None else float(beta)
     steps = phase1_steps(n_train, epochs, batch_size)
-    if drift_steps(p["lam"], p["beta"], 1.0 / LR0) <= DRIFT_FRACTION * steps:
-        return {"lam": p["lam"], "beta": p["beta"], "s": p["s"], "kappa": 1.0}
-    beta = min(p["beta"], CUT_BETA)
     kappa = max(1.0, drift_steps(p["lam"], beta, 1.0 / LR0) / (DRIFT_FRACTION * steps))
     return {"lam": p["lam"] * kappa, "beta": beta, "s": p["s"] * kappa, "kappa": kappa}
 
@@ -383,22 +378,29 @@ def budget_cut(model: str, budget: str) -> dict:
 
 
 def run_spec(model: str, method: str, budget: str, dataset: str = "cifar10",
-             percent: float | None = None, seed: int = 0):
+             percent: float | None = None, seed: int = 0, beta: float | None = None,
+             drift_fraction: float | None = None):
     """The spec every notebook uses for (model, method, budget): one record per setting.
 
     ``percent`` (original NS only) is the fraction of channels to prune; the notebooks pass the
     proximal NS run's fraction (as the paper's Table 2 does, "about the same proportion").
+    ``beta`` and ``drift_fraction`` override the budget's choices (ablations; proximal NS only).
     """
     from . import experiments as ex
 
     if method not in METHOD_TASKS:
         raise ValueError(f"method={method!r} is not known; allowed values: {list(METHOD_TASKS)}")
     cut = budget_cut(model, budget)
-    pen = penalty_settings(model, cut["n_train"], cut["epochs"])
+    pen = penalty_settings(model, cut["n_train"], cut["epochs"], beta=beta)
+    if drift_fraction is not None and budget != "paper":
+        p = paper_settings(model)
+        steps = phase1_steps(cut["n_train"], cut["epochs"])
+        kappa = max(1.0, drift_steps(p["lam"], pen["beta"], 1.0 / LR0) / (drift_fraction * steps))
+        pen = {"lam": p["lam"] * kappa, "beta": pen["beta"], "s": p["s"] * kappa, "kappa": kappa}
     hp: dict = {"width": cut["width"],
                 "train_subset": 0 if cut["n_train"] >= 50_000 else cut["n_train"]}
     if budget == "smoke":
-        hp.update(test_subset=100, curve=[0.0, 0.5])
+        hp.update(test_subset=20, curve=[0.5])
     if method == "original":
         if percent is None:
             raise ValueError("percent is required for method='original'")

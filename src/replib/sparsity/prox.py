@@ -41,17 +41,42 @@ def soft_threshold(x: Tensor, tau: Threshold) -> Tensor:
     """
     if isinstance(tau, Tensor):
         return x - torch.clamp(x, min=-tau, max=tau)
+    _check_threshold(tau)
     return x - x.clamp(min=-tau, max=tau)
+
+
+def _check_threshold(tau: float) -> None:
+    if not tau >= 0:  # also rejects NaN
+        raise ValueError(f"tau must be >= 0, got {tau}")
+
+
+# ``softshrink`` with ``out=`` the input: the soft threshold in one in-place pass, no temporary
+# (2-3x faster than ``p.sub_(p.clamp(-tau, tau))`` on the CPU). ATen's kernel computes
+# ``x > tau ? x - tau : (x < -tau ? x + tau : 0)`` with tau cast to x's dtype: the same values
+# as ``x - clamp(x, -tau, tau)``, bit for bit, NaN stays NaN; the one difference is that some
+# zeroed negative entries come out as -0.0 instead of +0.0 (-0.0 == 0, so zero masks and
+# counts ``x != 0`` are unaffected). Called through the public operator registry
+# ``torch.ops.aten`` rather than the private ``torch._C._nn.softshrink`` (which saves ~1 us per
+# call on tiny tensors, nothing on large ones); ``torch.nn.functional.softshrink`` has no
+# ``out=`` and would allocate.
+_softshrink_out = torch.ops.aten.softshrink.out
 
 
 @torch.no_grad()
 def soft_threshold_(params: TensorOrTensors, tau: Threshold) -> None:
-    """In-place :func:`soft_threshold` of every tensor in ``params``."""
-    for p in as_tensor_list(params):
-        if isinstance(tau, Tensor):
+    """In-place :func:`soft_threshold` of every tensor in ``params`` (the same values).
+
+    A float ``tau`` takes one in-place pass (ATen ``softshrink`` written into the tensor); a
+    tensor ``tau`` (possibly per entry) uses the clamp formulation.
+    """
+    tensors = as_tensor_list(params)
+    if isinstance(tau, Tensor):
+        for p in tensors:
             p.sub_(torch.clamp(p, min=-tau, max=tau))
-        else:
-            p.sub_(p.clamp(min=-tau, max=tau))
+        return
+    _check_threshold(tau)
+    for p in tensors:
+        _softshrink_out(p, tau, out=p)
 
 
 def project_box(x: Tensor, lo: float = 0.0, hi: float = 1.0) -> Tensor:
