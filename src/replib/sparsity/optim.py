@@ -414,6 +414,34 @@ def apply_l1_prox(optimizer: Optimizer, lam: float | None = None) -> None:
             soft_threshold_(_params_with_grad(group), group["lr"] * group_lam)
 
 
+def _slimming_update(
+    gammas: list[Tensor], xis: list[Tensor], alpha: float, beta: float, lam: float
+) -> None:
+    """Eq. (8b) and Alg. 1 line 4 of ProxNS on BN scales ``gammas`` and their ``xis`` (in place).
+
+    BN scale vectors are short, so one kernel call per tensor costs far more than the arithmetic:
+    when all of them are vectors of one dtype and device (BN scales are), the update runs once on
+    their concatenation, which is then copied back (the same element-wise operations in the same
+    order, so the same values); otherwise one tensor at a time.
+    """
+    denom = alpha + beta
+    tensors = gammas + xis
+    if all(x.dim() == 1 for x in tensors) and len({(x.dtype, x.device) for x in tensors}) == 1:
+        sizes = [p.shape[0] for p in gammas]
+        pairs = [(torch.cat(gammas), torch.cat(xis))]
+    else:
+        sizes = None
+        pairs = list(zip(gammas, xis))
+    for g, x in pairs:
+        g.mul_(alpha).add_(x, alpha=beta).div_(denom)  # Eq. (8b)
+        x.mul_(alpha).add_(g, alpha=beta).div_(denom)  # Alg. 1 line 4: the argument of S ...
+        soft_threshold_(x, lam / denom)  # ... and S
+    if sizes is not None:
+        g, x = pairs[0]
+        torch._foreach_copy_(gammas, g.split(sizes))
+        torch._foreach_copy_(xis, x.split(sizes))
+
+
 class ProximalSlimming(Optimizer):
     """Proximal network slimming (PALM on the BN scales): Algorithm 1 of the ProxNS paper.
 
@@ -490,8 +518,7 @@ class ProximalSlimming(Optimizer):
         base_lr = self._base_lr()
         for group in self.param_groups:
             lam, beta = group["lam"], group["beta"]
-            # All BN scales with the same alpha are updated at once by foreach ops (the same
-            # element-wise operations, in the same order, as one tensor at a time).
+            # The BN scales are updated together, one bucket per value of alpha.
             by_alpha: dict[float, tuple[list[Tensor], list[Tensor]]] = {}
             for p in group["params"]:
                 alpha = self._alpha(p, group, base_lr)
@@ -499,13 +526,7 @@ class ProximalSlimming(Optimizer):
                 gammas.append(p)
                 xis.append(self.state[p]["xi"])
             for alpha, (gammas, xis) in by_alpha.items():
-                torch._foreach_mul_(gammas, alpha)  # Eq. (8b)
-                torch._foreach_add_(gammas, xis, alpha=beta)
-                torch._foreach_div_(gammas, alpha + beta)
-                torch._foreach_mul_(xis, alpha)  # Alg. 1 line 4
-                torch._foreach_add_(xis, gammas, alpha=beta)
-                torch._foreach_div_(xis, alpha + beta)
-                soft_threshold_(xis, lam / (alpha + beta))
+                _slimming_update(gammas, xis, alpha, beta, lam)
                 for p in gammas:
                     state = self.state[p]
                     state["step"] += 1
