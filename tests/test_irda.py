@@ -215,3 +215,15 @@ def test_setting_is_shared_and_refuses_unknown_data() -> None:
         IR.setting("imagenet", "cpu")
     with pytest.raises(ValueError, match="budget"):
         IR.setting("mnist", "gpu")
+
+
+def test_paper_budget_specs_are_the_papers_settings() -> None:
+    cfg = IR.setting("cifar10", "paper")
+    assert (cfg["width_div"], cfg["train_subset"], cfg["epochs"]) == (1, 0, 120)
+    for model, dataset in [("resnet18", "cifar10"), ("vgg16", "cifar10"), ("vgg19", "cifar10"),
+                           ("resnet18", "mnist"), ("resnet18", "cifar100")]:
+        spec = ex.make_spec("irda", "irda", dataset=dataset, model=model, budget="paper",
+                            method="irda", lam=1e-6, gamma=1.0, s=10.0,
+                            **IR.setting(dataset, "paper"))
+        assert spec.hp["batch_size"] == 128 and spec.hp["retrain_epochs"] == 40
+        assert spec.hp["augment"] == (dataset != "mnist")

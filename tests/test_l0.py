@@ -340,3 +340,24 @@ def test_expand_groups_resnet20():
     assert vals.count(1.0) == 7 and vals.count(2.0) == 7 and vals.count(3.0) == 8
     with pytest.raises(ValueError, match="matches no group"):
         L0.expand_groups(names, [["stem"]], [1.0])
+
+
+def test_run_l0_rerun_retrains_once(monkeypatch):
+    from replib import experiments as ex
+    from replib.tasks import l0 as task_mod
+
+    calls = []
+    monkeypatch.setattr(ex, "run", lambda spec, rerun=False: calls.append(rerun) or spec)
+    kw = dict(dataset="mnist", model="lenet300", epochs=1, budget="smoke")
+    a = ex.make_spec("l0", "l0_train_prune", compressions=[2], **kw)
+    b = ex.make_spec("l0", "l0_train_prune", compressions=[4], **kw)
+    d = task_mod._train_dir(a)
+    d.mkdir(parents=True)
+    (d / "last.pt").write_text("x")
+    task_mod._RETRAINED.discard(task_mod.train_key(a))
+    task_mod.run_l0(a, rerun=True)
+    assert not d.exists()  # first rerun of this trained network: its checkpoint is dropped
+    d.mkdir(parents=True)
+    task_mod.run_l0(b, rerun=True)
+    assert d.exists()  # same network, already retrained in this process: shared again
+    assert calls == [True, True]

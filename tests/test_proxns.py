@@ -164,6 +164,37 @@ def test_folding_keeps_the_constant_output_of_a_zero_scale_channel() -> None:
     assert not torch.allclose(removed(x), reference)
 
 
+def test_folding_is_exact_for_1x1_consumers_in_the_preresnet() -> None:
+    torch.manual_seed(0)
+    net = proxns.build_model("preresnet110", 10, 0.25).eval()
+    masks = {n: torch.ones(bn.num_features, dtype=torch.bool)
+             for n, bn in proxns.batchnorms(net).items()}
+    with torch.no_grad():
+        for name in ("stages.layer2.3.bn3", "stages.layer3.0.bn1"):  # read by 1x1 convs
+            bn = net.get_submodule(name)
+            bn.bias.uniform_(-0.5, 0.5)
+            bn.weight[::2] = 0.0
+            masks[name] = bn.weight.detach() != 0
+    x = torch.randn(2, 3, 32, 32)
+    folded = proxns.masked_copy(proxns.fold_pruned_constants_(proxns.masked_copy(net, {}),
+                                                              masks), masks)
+    torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_every_bn_of_the_slimming_nets_has_one_consumer_layer() -> None:
+    from replib.proxns import _consumer_after
+
+    dn = proxns.build_model("densenet40", 10, 0.25)
+    assert _consumer_after(dn, "blocks.block1.0.bn") is dn.blocks.block1[0].conv
+    assert _consumer_after(dn, "blocks.trans1.bn") is dn.blocks.trans1.conv
+    assert _consumer_after(dn, "bn") is dn.fc
+    for name in ("vgg19", "preresnet164"):
+        net = proxns.build_model(name, 10, 0.25)
+        for bn_name in proxns.batchnorms(net):
+            layer = _consumer_after(net, bn_name)
+            assert layer.weight.shape[1] == net.get_submodule(bn_name).num_features
+
+
 def test_drift_steps_match_algorithm_1_with_a_zero_gradient() -> None:
     from replib.sparsity.optim import ProximalSlimming
 

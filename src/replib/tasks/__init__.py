@@ -3,4 +3,4 @@
 Importing this package registers every built-in task.
 """
 
-from . import acnn, dense, irda, l0, lottery, proxns  # noqa: F401
+from . import acnn, compare, dense, irda, l0, lottery, proxns  # noqa: F401

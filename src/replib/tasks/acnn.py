@@ -691,8 +691,12 @@ def ablation_measurements(dataset: str, acnn: list, noprox: list) -> dict[str, f
 ACNN_LAMBDA = 0.01                       # chosen on MNIST validation in 05_ablation
 LAMBDA_GRID = (0.0, 0.01, 0.1, 1.0)      # 05_ablation: lambda sweep (0 = no prox)
 BETA_GRID = (0.1, 0.3, 1.0, 3.0)         # 01_agent_convergence: Fig. 4
-CGES_GRID = (5e-4, 1e-3, 2e-3)
-L0_GRID = (1.0, 10.0, 100.0)
+# Baseline lambda grids per dataset (matched compression: the grid should bracket the NCR the
+# paper reports for the method; MNIST needed a fourth CGES value to get near 2.87).
+CGES_GRID = {"mnist": (5e-4, 1e-3, 2e-3, 4e-3), "fashionmnist": (5e-4, 1e-3, 2e-3),
+             "cifar10": (5e-4, 1e-3, 2e-3)}
+L0_GRID = {"mnist": (1.0, 10.0, 100.0), "fashionmnist": (1.0, 10.0, 100.0),
+           "cifar10": (1.0, 10.0, 100.0)}
 
 
 def _pick(budget: str, smoke, cpu, paper):
@@ -823,7 +827,9 @@ def sweep_table(records: list, key: str = "lam"):
                      "agent SPA %": m.get("agent_sparsity_pct"),
                      "val return": m.get("val_return"),
                      "CPU s": m.get("search_cpu_s", m.get("train_cpu_s"))})
-    return pd.DataFrame(rows)
+    digits = {"NCR": 3, "val acc": 4, "error %": 2, "error % no fine-tune": 2,
+              "agent SPA %": 1, "val return": 4, "CPU s": 1}
+    return pd.DataFrame(rows).round(digits)
 
 
 def plot_methods(dataset: str, groups: dict[str, list]):

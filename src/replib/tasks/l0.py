@@ -93,6 +93,27 @@ def _train_dir(spec):
     return checkpoints_root() / spec.paper / "trained" / spec.budget / train_key(spec)
 
 
+_RETRAINED: set[str] = set()
+
+
+def run_l0(spec, rerun: bool = False):
+    """``experiments.run`` for this task, honouring ``rerun`` for the shared trained network.
+
+    Runs that differ only after training share a checkpoint of the trained network (kept
+    across runs, see :func:`train_key`). With ``rerun=True`` that checkpoint is deleted the
+    first time a key is met in this process, so the network is retrained once and then shared
+    again by the other runs of the same notebook.
+    """
+    import shutil
+
+    from .. import experiments as ex
+
+    if rerun and train_key(spec) not in _RETRAINED:
+        shutil.rmtree(_train_dir(spec), ignore_errors=True)
+        _RETRAINED.add(train_key(spec))
+    return ex.run(spec, rerun=rerun)
+
+
 def _build_model(spec, num_classes: int):
     hp = spec.hp
     kw = {}
