@@ -83,6 +83,7 @@ def test_best_at_selects_by_validation_not_test():
         {"compression": 12.0, "val_acc": 0.90, "test_acc": 0.95},
         {"compression": 15.0, "val_acc": 0.93, "test_acc": 0.91},
         {"compression": 5.0, "val_acc": 0.99, "test_acc": 0.99},
+        {"compression": math.inf, "remaining": 0, "val_acc": 0.999, "test_acc": 0.11},
     ]
     assert C.best_at(pts, 10.0)["test_acc"] == 0.91
     assert C.best_at(pts, 5.0)["test_acc"] == 0.99

@@ -257,13 +257,15 @@ def _rec(hp, **metrics):
     return {"spec": {"hparams": hp, "seed": 0}, "metrics": metrics}
 
 
-def test_select_beta_takes_the_smallest_beta_meeting_the_target():
+def test_select_beta_takes_the_ncr_closest_to_the_target():
     from replib.tasks.acnn import select_beta
 
-    recs = [_rec({"beta": 0.1}, ncr=2.0), _rec({"beta": 1.0}, ncr=3.6),
-            _rec({"beta": 0.3}, ncr=3.5), _rec({"beta": 3.0}, ncr=5.0)]
-    assert select_beta(recs, 3.46) == 0.3
-    assert select_beta(recs, 9.0) == 3.0  # nobody reaches it: the most compressed
+    recs = [_rec({"beta": 0.1}, ncr=2.0), _rec({"beta": 1.0}, ncr=2.6),
+            _rec({"beta": 0.3}, ncr=2.1), _rec({"beta": 3.0}, ncr=394.7)]
+    assert select_beta(recs, 3.46) == 1.0   # not the degenerate beta = 3
+    assert select_beta(recs, 500.0) == 3.0
+    tie = [_rec({"beta": 2.0}, ncr=4.0), _rec({"beta": 1.0}, ncr=4.0)]
+    assert select_beta(tie, 3.0) == 1.0
 
 
 def test_select_by_ncr_and_by_return():

@@ -234,8 +234,10 @@ def compare_method(spec, ctx):
 
 def best_at(points: list[dict], compression: float, select: str = "val_acc") -> dict | None:
     """The point with compression >= ``compression`` that is best by ``select`` (validation
-    accuracy: the choice never looks at the test set); None when no point reaches it."""
-    ok = [p for p in points if p["compression"] >= compression * (1 - 1e-9)]
+    accuracy: the choice never looks at the test set); None when no point reaches it. Points
+    with no remaining weight (a collapsed run) are never selected."""
+    ok = [p for p in points if p["compression"] >= compression * (1 - 1e-9)
+          and p.get("remaining", 1) > 0]   # a network with no weight left is no model
     key = select if all(p.get(select) is not None for p in ok) else "test_acc"
     return max(ok, key=lambda p: p[key]) if ok else None
 
