@@ -283,3 +283,28 @@ def test_proximal_ns_with_a_huge_lambda_zeroes_all_but_one_channel_per_layer() -
     assert m["channels_pruned"] == 688 - 16
     assert m["params_after"] == 27 + 15 * 9 + 16 * 2 + 20
     assert m["test_n"] == 20 and "test_acc_finetuned" in m
+
+
+def _fake(task: str, model: str = "vgg19", **metrics) -> dict:
+    return {"spec": {"task": task, "model": model, "dataset": "cifar10",
+                     "hparams": {"width": 0.25}}, "metrics": metrics}
+
+
+def test_table2_claims_compare_the_two_methods_and_skip_untrained_runs() -> None:
+    px = _fake("proxns_proximal_ns", test_acc_trained=0.60, acc_drop_pruning_pts=0.3,
+               params_pruned_pct=80.0, channels_pruned_pct=70.0, flops_pruned_pct=50.0,
+               test_acc_pruned=0.597)
+    ns = _fake("proxns_original_ns", test_acc_trained=0.62, acc_drop_pruning_pts=52.0,
+               params_pruned_pct=75.5, channels_pruned_pct=70.0, flops_pruned_pct=55.0,
+               test_acc_pruned=0.10, zero_gamma=0, channels=1376)
+    values, notes = proxns.table2_claims({("vgg19", "proximal"): px, ("vgg19", "original"): ns})
+    assert values["C-vgg19-c10-px-prune-drop"] == 0.3
+    assert values["C-vgg19-c10-ns-collapse"] is True  # 52.0 - 0.3 >= 10 points
+    assert values["C-vgg19-c10-params-ge"] == pytest.approx(4.5)
+    assert values["S1-vgg19-c10-ns-zero-pct"] == 0.0 and not notes
+    px["metrics"]["test_acc_trained"] = 0.15  # below twice chance: nothing to lose
+    values, notes = proxns.table2_claims({("vgg19", "proximal"): px, ("vgg19", "original"): ns})
+    assert values["C-vgg19-c10-ns-collapse"] is None and "15.0%" in notes["C-vgg19-c10-ns-collapse"]
+    meas, notes = proxns.gate_claims("cpu", values, ["C-vgg19-c10-px-prune-drop"], "cut", notes)
+    assert meas["T2-vgg19-c10-px-params"] is None and "80" in notes["T2-vgg19-c10-px-params"]
+    assert meas["C-vgg19-c10-px-prune-drop"] is None  # degenerate wins over "judged at cut"

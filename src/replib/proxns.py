@@ -502,13 +502,13 @@ def paper_row(model: str, method: str) -> dict:
 
 
 def gate_claims(budget: str, values: Mapping[str, object], judged_at_cut: Iterable[str],
-                cut: str) -> tuple[dict, dict]:
+                cut: str, notes: Mapping[str, str] | None = None) -> tuple[dict, dict]:
     """Measurements for ``claims.record_claims``: at the ``paper`` budget every value; at a cut
     budget only the claims a cut can test (``judged_at_cut``), the others None with a note
     that gives our value and the cut (absolute accuracies, counts and % pruned of a narrow,
     short run are not the paper's quantities)."""
     judged = set(judged_at_cut)
-    out, notes = {}, {}
+    out, notes = {}, dict(notes or {})
     for cid, v in values.items():
         if budget == "paper" or cid in judged or v is None:
             out[cid] = v
@@ -654,10 +654,25 @@ def cut_text(model_names: Iterable[str], budget: str) -> str:
 COLLAPSE_POINTS = 10.0  # "collapses": original NS loses at least this much more than proximal NS
 
 
-def table2_claims(records: Mapping[tuple[str, str], Mapping], ds: str = "c10") -> dict:
+def degenerate(rec: Mapping) -> str:
+    """Why a proximal NS run cannot test "pruning leaves the accuracy unchanged" ('' if it can):
+    a network trained to less than twice chance accuracy has little accuracy to lose."""
+    m = rec["metrics"]
+    acc = m.get("test_acc_trained", m.get("test_acc"))
+    classes = 100 if rec["spec"]["dataset"] == "cifar100" else 10
+    if acc < 2.0 / classes:
+        return (f"not testable: proximal NS trained to {100 * acc:.1f}% only (chance "
+                f"{100 / classes:.0f}%), so pruning has no accuracy to lose")
+    return ""
+
+
+def table2_claims(records: Mapping[tuple[str, str], Mapping],
+                  ds: str = "c10") -> tuple[dict, dict]:
     """Claim values of ``data/claims/proxns.csv`` (Table 2a and the Sec. 5.2 statements) from
-    the records keyed by (model, method)."""
+    the records keyed by (model, method), and notes for the claims left unmeasured (the
+    Sec. 5.2 comparisons are not made on a :func:`degenerate` proximal NS run)."""
     out: dict = {}
+    notes: dict = {}
     for model in dict.fromkeys(m for m, _ in records):
         key = CLAIM_KEYS[model]
         base = records.get((model, "baseline"))
@@ -679,17 +694,25 @@ def table2_claims(records: Mapping[tuple[str, str], Mapping], ds: str = "c10") -
             if base is not None:
                 out[f"T2-{key}-{ds}-{meth}-time-ratio"] = (m["epoch_time_s"]
                                                           / base["metrics"]["epoch_time_s"])
-        if px is not None:
-            out[f"C-{key}-{ds}-px-prune-drop"] = px["metrics"]["acc_drop_pruning_pts"]
         if ns is not None:
             out[f"S1-{key}-{ds}-ns-zero-pct"] = (100.0 * ns["metrics"]["zero_gamma"]
                                                  / ns["metrics"]["channels"])
-        if ns is not None and px is not None:
+        if px is None:
+            continue
+        why = degenerate(px)
+        cids = [f"C-{key}-{ds}-px-prune-drop"]
+        out[cids[0]] = px["metrics"]["acc_drop_pruning_pts"]
+        if ns is not None:
             gap = ns["metrics"]["acc_drop_pruning_pts"] - px["metrics"]["acc_drop_pruning_pts"]
             out[f"C-{key}-{ds}-ns-collapse"] = bool(gap >= COLLAPSE_POINTS)
             out[f"C-{key}-{ds}-params-ge"] = (px["metrics"]["params_pruned_pct"]
                                              - ns["metrics"]["params_pruned_pct"])
-    return out
+            cids += [f"C-{key}-{ds}-ns-collapse", f"C-{key}-{ds}-params-ge"]
+        if why:
+            for cid in cids:
+                notes[cid] = f"{why}; measured: {out[cid]}"
+                out[cid] = None
+    return out, notes
 
 
 # Claims a cut budget can test: properties of the algorithms, not the paper's magnitudes.
@@ -712,9 +735,11 @@ def table3_rows(records: Mapping[str, Mapping], budget: str) -> list[dict]:
     return rows
 
 
-def table3_claims(records: Mapping[str, Mapping]) -> dict:
-    """Claim values of Table 3 (and the Sec. 5.2 comparisons with the quoted methods)."""
-    out = {}
+def table3_claims(records: Mapping[str, Mapping]) -> tuple[dict, dict]:
+    """Claim values of Table 3 (and the Sec. 5.2 comparisons with the quoted methods), and
+    notes for those left unmeasured."""
+    out: dict = {}
+    notes: dict = {}
     for model, key in (("densenet40", "densenet40"), ("preresnet110", "resnet110")):
         if model not in records:
             continue
@@ -731,7 +756,11 @@ def table3_claims(records: Mapping[str, Mapping]) -> dict:
         out["T3-resnet110-params-best"] = m["params_pruned_pct"]
         out["T3-resnet110-flops-best"] = m["flops_pruned_pct"]
         out["C-resnet110-c10-px-prune-drop"] = m["acc_drop_pruning_pts"]
-    return out
+        why = degenerate(records["preresnet110"])
+        if why:
+            notes["C-resnet110-c10-px-prune-drop"] = f"{why}; measured: {m['acc_drop_pruning_pts']}"
+            out["C-resnet110-c10-px-prune-drop"] = None
+    return out, notes
 
 
 def exploratory_vgg_spec():

@@ -392,9 +392,22 @@ def acnn_search(spec, ctx):
         "weight_hist_finetuned": [_hist(m.weight) for m in small_linears],
         "finetune_history": ft_hist,
     }
-    history = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
-               for row in res["history"]]
+    history = [_compact_row(row) for row in res["history"]]
     return {"history": history, "metrics": metrics, "artifacts": artifacts}
+
+
+def _compact_row(row: dict) -> dict:
+    """One episode of the search history for the record: floats rounded, lists as strings."""
+    out = {}
+    for k, v in row.items():
+        if k == "kept":
+            v = layers_string(v)
+        elif k == "actions":
+            v = ",".join(f"{a:.4f}" for a in v)
+        elif isinstance(v, float):
+            v = round(v, 6)
+        out[k] = v
+    return out
 
 
 def _block_density(w: torch.Tensor, blocks: int) -> list[list[float]]:
