@@ -232,14 +232,21 @@ def compare_method(spec, ctx):
 # --------------------------------------------------------------------------- best-at tables
 
 
-def best_at(points: list[dict], compression: float, select: str = "val_acc") -> dict | None:
+def best_at(points: list[dict], compression: float, select: str = "val_acc",
+            min_acc: float = 0.2) -> dict | None:
     """The point with compression >= ``compression`` that is best by ``select`` (validation
     accuracy: the choice never looks at the test set); None when no point reaches it. Points
-    with no remaining weight (a collapsed run) are never selected."""
+    with no remaining weight or at chance accuracy (a collapsed run) are never selected."""
     ok = [p for p in points if p["compression"] >= compression * (1 - 1e-9)
-          and p.get("remaining", 1) > 0]   # a network with no weight left is no model
+          and p.get("remaining", 1) > 0 and not collapsed(p, min_acc)]
     key = select if all(p.get(select) is not None for p in ok) else "test_acc"
     return max(ok, key=lambda p: p[key]) if ok else None
+
+
+def collapsed(p: dict, min_acc: float = 0.2) -> bool:
+    """A point at chance level (10 classes: a constant classifier scores about 0.11)."""
+    acc = p.get("val_acc") if p.get("val_acc") is not None else p["test_acc"]
+    return p.get("remaining", 1) == 0 or acc <= min_acc
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
