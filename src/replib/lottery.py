@@ -819,7 +819,8 @@ def plot_fig4(artifacts: Mapping):
     ax = fig.add_subplot(gs[:, :2])
     ax.imshow(mask, cmap="gray_r", vmin=0, vmax=1)
     ax.set_title(f"mask ({int((mask > 0).sum())} pixels)", fontsize=9)
-    ax.axis("off")
+    ax.set_xticks([])
+    ax.set_yticks([])
     for i in range(n):
         a = fig.add_subplot(gs[i // ((n + 1) // 2), 2 + i % ((n + 1) // 2)])
         a.imshow(samples[i] * (mask > 0), cmap="gray", vmin=0, vmax=1)

@@ -817,6 +817,7 @@ def drl_table(dataset: str, acnn: list, amc: list):
             "NCR (paper)": f"{p['ncr'][0]:.2f} ± {p['ncr'][1]:.2f}",
             "time s, CPU (ours)": fmt_pm(_vals(recs, "search_cpu_s"), 1),
             "time s, wall (ours)": fmt_pm(_vals(recs, "search_time_s"), 1),
+            "fine-tune CPU s (ours)": fmt_pm(_vals(recs, "finetune_cpu_s"), 1),
             "time s (paper)": f"{p['time'][0]:.2f} ± {p['time'][1]:.2f}",
             "DRL SPA % (ours)": fmt_pm(_vals(recs, "agent_sparsity_pct")),
             "DRL SPA % (paper)": f"{p['spa'][0]:.2f} ± {p['spa'][1]:.2f}",
