@@ -707,8 +707,10 @@ BETA_GRID = (0.1, 0.3, 1.0, 2.0, 3.0)    # 01_agent_convergence: Fig. 4
 # paper reports for the method; MNIST needed a fourth CGES value to get near 2.87).
 CGES_GRID = {"mnist": (5e-4, 1e-3, 2e-3, 4e-3), "fashionmnist": (5e-4, 1e-3, 2e-3),
              "cifar10": (5e-4, 1e-3, 2e-3)}
-L0_GRID = {"mnist": (1.0, 10.0, 100.0), "fashionmnist": (1.0, 10.0, 100.0),
-           "cifar10": (1.0, 10.0, 100.0)}
+# L0: lambda = 1 still kept 928 of 1,184 gates open after 29 of 50 epochs on MNIST (NCR 1.3,
+# far from the paper's 3.06), so it was dropped from the grids (each L0 run costs ~10 ms per
+# step on one core).
+L0_GRID = {"mnist": (10.0, 100.0), "fashionmnist": (10.0, 100.0), "cifar10": (10.0, 100.0)}
 
 
 def _pick(budget: str, smoke, cpu, paper):
