@@ -864,6 +864,10 @@ def plot_tickets(df, hue: str = "label", dense_acc: float | None = None, title: 
     if dense_acc is not None:
         ax.axhline(100 * dense_acc, color="gray", lw=1, ls=":", label="dense")
     ax.set_xscale("log")
+    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)
+             if 100 * df.density.min() / 1.5 <= t <= 100 * df.density.max() * 1.5]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
     ax.invert_xaxis()
     ax.set_xlabel("weights remaining (%)")
     ax.set_ylabel("test accuracy (%)")
@@ -872,6 +876,19 @@ def plot_tickets(df, hue: str = "label", dense_acc: float | None = None, title: 
         ax.set_title(title)
     ax.figure.tight_layout()
     return ax.figure
+
+
+def diff_se(acc: float, n: int) -> float:
+    """Standard error of the difference of two independent accuracies near ``acc`` on ``n``
+    test images each: ``sqrt(2 acc (1 - acc) / n)``."""
+    return math.sqrt(2 * acc * (1 - acc) / n)
+
+
+def verdicts(checks: Mapping[str, bool | None], notes: Mapping[str, str]) -> str:
+    """One sentence per checked statement: holds / does not hold / not checked, with its note."""
+    word = {True: "holds", False: "does not hold", None: "not checked"}
+    return " ".join(f"{k}: {word[None if v is None else bool(v)]} ({notes.get(k, '')})."
+                    for k, v in checks.items())
 
 
 def at_least_as_accurate(a: list[tuple[float, float]], b: list[tuple[float, float]],
@@ -1055,8 +1072,8 @@ TABLE2_CLAIMS = ("T2-baseline", *TABLE2_PAPER_ROWS, "T2-no-loss-at-23")
 
 
 def table2_ours(recs: Mapping[str, Mapping]):
-    """Our Table II rows: every trained ticket of ``recs["mask_l1"]`` / ``["mask_log"]``
-    against the dense baseline ``recs["dense"]`` (percent)."""
+    """Our Table II rows: every trained ticket of ``recs["mask_l1"]`` / ``["mask_log"]`` (those
+    present) against the dense baseline ``recs["dense"]`` (percent)."""
     import pandas as pd
 
     base = 100 * recs["dense"]["metrics"]["final_test_acc"]
@@ -1064,28 +1081,34 @@ def table2_ours(recs: Mapping[str, Mapping]):
              "baseline (%)": base, "unpruned (%)": 100 * r["density"],
              "acc. (%)": 100 * r["test_acc"], "acc. diff (%)": 100 * r["test_acc"] - base,
              "source": "ours"}
-            for m in ("mask_l1", "mask_log") for r in recs[m]["artifacts"]["rounds"]
-            if r.get("test_acc") is not None]
+            for m in ("mask_l1", "mask_log") if m in recs
+            for r in recs[m]["artifacts"]["rounds"] if r.get("test_acc") is not None]
     return pd.DataFrame(rows)
 
 
-def table2_checks(recs: Mapping[str, Mapping]) -> tuple[dict, dict]:
+def table2_checks(recs: Mapping[str, Mapping], missing_note: str = "not run"
+                  ) -> tuple[dict, dict]:
     """Measured values of the Table II claims: the baseline accuracy (%), the accuracy
-    difference (points) at each of the paper's unpruned rates where our rounds bracket it
-    (None otherwise), and whether a ticket with <= 23.2% unpruned matches the baseline."""
+    difference (points) at each of the paper's unpruned rates where our tickets bracket it
+    (None otherwise, or when the regularizer was not run: ``missing_note``), and whether a
+    ticket with <= 23.2% unpruned matches the baseline."""
     base = recs["dense"]["metrics"]["final_test_acc"]
     meas: dict = {"T2-baseline": 100 * base}
     notes = {"T2-baseline": "dense ResNet-56 at this budget"}
-    pts = {m: ticket_points(recs[m]["artifacts"]["rounds"]) for m in ("mask_l1", "mask_log")}
+    pts = {m: ticket_points(recs[m]["artifacts"]["rounds"]) for m in ("mask_l1", "mask_log")
+           if m in recs}
     for cid, (m, unpruned) in TABLE2_PAPER_ROWS.items():
+        if m not in pts:
+            meas[cid], notes[cid] = None, missing_note
+            continue
         acc, inside = interp_accuracy(pts[m], unpruned / 100)
         lo, hi = min(d for d, _ in pts[m]), max(d for d, _ in pts[m])
         if inside:
             meas[cid] = 100 * (acc - base)
-            notes[cid] = f"interpolated between our rounds ({100 * lo:.2f}%-{100 * hi:.2f}%)"
+            notes[cid] = f"interpolated between our tickets ({100 * lo:.2f}%-{100 * hi:.2f}%)"
         else:
             meas[cid] = None
-            notes[cid] = (f"our {m} rounds span {100 * lo:.2f}%-{100 * hi:.2f}% unpruned, "
+            notes[cid] = (f"our {m} tickets span {100 * lo:.2f}%-{100 * hi:.2f}% unpruned, "
                           f"not {unpruned}%")
     good = [(d, a) for m in pts for d, a in pts[m] if d <= 0.232]
     meas["T2-no-loss-at-23"] = any(a >= base for _, a in good) if good else None
