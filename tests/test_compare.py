@@ -106,12 +106,16 @@ def test_interleaved_latency_reports_ordered_quartiles():
         C.interleaved_latency({"a": lin}, torch.randn(1, 8), rounds=0)
 
 
-def test_unknown_method_and_device_are_rejected():
+def test_unknown_method_anchor_and_device_are_rejected():
     from replib import experiments as ex
 
     spec = ex.make_spec("compare", "compare_method", model="lenet300", dataset="mnist",
                         epochs=1, seed=0, budget="smoke", method="magic")
     with pytest.raises(ValueError, match="method"):
+        ex.run(spec)
+    spec = ex.make_spec("compare", "compare_method", model="lenet300", dataset="mnist",
+                        epochs=1, seed=0, budget="smoke", method="irda", anchor="w1")
+    with pytest.raises(ValueError, match="anchor"):
         ex.run(spec)
     spec = ex.make_spec("compare", "compare_speedup", model="lenet300", dataset="mnist",
                         epochs=1, seed=0, budget="smoke", device="tpu")

@@ -308,3 +308,34 @@ def test_table2_claims_compare_the_two_methods_and_skip_untrained_runs() -> None
     meas, notes = proxns.gate_claims("cpu", values, ["C-vgg19-c10-px-prune-drop"], "cut", notes)
     assert meas["T2-vgg19-c10-px-params"] is None and "80" in notes["T2-vgg19-c10-px-params"]
     assert meas["C-vgg19-c10-px-prune-drop"] is None  # degenerate wins over "judged at cut"
+
+
+def test_longer_pair_replaces_only_vgg19_statements_and_keeps_the_short_value() -> None:
+    px = _fake("proxns_proximal_ns", test_acc_trained=0.80, acc_drop_pruning_pts=0.2,
+               params_pruned_pct=81.0, channels_pruned_pct=70.0, flops_pruned_pct=50.0,
+               test_acc_pruned=0.798)
+    ns = _fake("proxns_original_ns", test_acc_trained=0.81, acc_drop_pruning_pts=40.0,
+               params_pruned_pct=80.0, channels_pruned_pct=70.0, flops_pruned_pct=55.0,
+               test_acc_pruned=0.41, zero_gamma=0, channels=1376)
+    px["spec"]["epochs"] = 24
+    short = {"C-vgg19-c10-px-prune-drop": 40.7, "C-vgg19-c10-ns-collapse": False,
+             "C-resnet164-c10-px-prune-drop": 18.6, "T2-vgg19-c10-px-params": None}
+    values, notes = proxns.judge_on_long(short, {}, {"proximal": px, "original": ns})
+    assert values["C-vgg19-c10-px-prune-drop"] == 0.2
+    assert values["C-vgg19-c10-ns-collapse"] is True  # 40.0 - 0.2 >= 10 points
+    assert values["C-vgg19-c10-params-ge"] == pytest.approx(1.0)
+    assert values["C-resnet164-c10-px-prune-drop"] == 18.6  # other networks untouched
+    assert values["T2-vgg19-c10-px-params"] is None  # magnitudes stay the cut's
+    assert "24-epoch" in notes["C-vgg19-c10-px-prune-drop"]
+    assert "40.70" in notes["C-vgg19-c10-px-prune-drop"]
+    assert proxns.judge_on_long(short, {}, None) == (short, {})
+
+
+def test_run_spec_epochs_override_rescales_the_penalty() -> None:
+    short = proxns.run_spec("vgg19", "proximal", "cpu")
+    long = proxns.run_spec("vgg19", "proximal", "cpu", epochs=24)
+    assert short.epochs == 6 and long.epochs == 24
+    # kappa ~ 1 / (steps before the first LR drop): 12 vs 3 epochs of 157 steps
+    assert dict(short.hparams)["lam"] / dict(long.hparams)["lam"] == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="epochs"):
+        proxns.run_spec("vgg19", "proximal", "cpu", epochs=0)

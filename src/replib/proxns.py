@@ -362,6 +362,11 @@ CUTS = {
     "cpu": {"vgg19": (0.25, 10_000, 6, 2), "deep": (0.25, 5_000, 4, 0)},
     "paper": {"vgg19": (1.0, 50_000, 160, 160), "deep": (1.0, 50_000, 160, 160)},
 }
+LONG_EPOCHS = {"smoke": 2, "cpu": 24, "paper": None}
+"""VGG-19's longer pair of runs (proximal, then original NS at its matched fraction) in notebook
+02: four times the ``cpu`` cut's epochs, everything else equal; the claims a cut can test are
+judged on it, the longest training we can afford on a CPU. None: the budget's own runs are
+already the paper's length."""
 METHOD_TASKS = {"baseline": "proxns_baseline", "original": "proxns_original_ns",
                 "proximal": "proxns_proximal_ns"}
 
@@ -388,18 +393,24 @@ def budget_cut(model: str, budget: str) -> dict:
 
 def run_spec(model: str, method: str, budget: str, dataset: str = "cifar10",
              percent: float | None = None, seed: int = 0, beta: float | None = None,
-             drift_fraction: float | None = None):
+             drift_fraction: float | None = None, epochs: int | None = None):
     """The spec every notebook uses for (model, method, budget): one record per setting.
 
     ``percent`` (original NS only) is the fraction of channels to prune; the notebooks pass the
     proximal NS run's fraction (as the paper's Table 2 does, "about the same proportion").
     ``beta`` and ``drift_fraction`` override the budget's choices (ablations; proximal NS only).
+    ``epochs`` overrides the budget's training length (lam, s rescaled for it as the budget's
+    own are; the longer-run section of notebook 02).
     """
     from . import experiments as ex
 
     if method not in METHOD_TASKS:
         raise ValueError(f"method={method!r} is not known; allowed values: {list(METHOD_TASKS)}")
     cut = budget_cut(model, budget)
+    if epochs is not None:
+        if int(epochs) < 1:
+            raise ValueError(f"epochs={epochs} must be >= 1")
+        cut["epochs"] = int(epochs)
     pen = penalty_settings(model, cut["n_train"], cut["epochs"], beta=beta)
     if drift_fraction is not None and budget != "paper":
         p = paper_settings(model)
@@ -786,4 +797,42 @@ def fill_missing(notebook: str, values: Mapping, notes: Mapping, reason: str
         if c["notebook"] == notebook and not c["not_run_reason"] and cid not in values:
             values[cid] = None
             notes.setdefault(cid, reason)
+    return values, notes
+
+
+def long_vgg_records(budget: str, rerun: bool = False) -> dict | None:
+    """Run (or look up) VGG-19's longer pair at :data:`LONG_EPOCHS`: ``{"proximal": record,
+    "original": record}``, original NS pruned to the proximal run's matched fraction; None when
+    the budget has no longer pair."""
+    from . import experiments as ex
+
+    epochs = LONG_EPOCHS[budget]
+    if epochs is None:
+        return None
+    px = ex.run(run_spec("vgg19", "proximal", budget, epochs=epochs), rerun=rerun)
+    ns = ex.run(run_spec("vgg19", "original", budget, epochs=epochs,
+                         percent=matched_percent(px["metrics"])), rerun=rerun)
+    return {"proximal": px, "original": ns}
+
+
+def judge_on_long(values: Mapping, notes: Mapping, long: Mapping[str, Mapping] | None,
+                  ds: str = "c10") -> tuple[dict, dict]:
+    """Replace VGG-19's Sec. 5.2 statements (``C-vgg19-*``) in ``values`` by those of the longer
+    pair of :func:`long_vgg_records`, noting the budget's own (shorter) value beside; unchanged
+    when ``long`` is None."""
+    values, notes = dict(values), dict(notes)
+    if long is None:
+        return values, notes
+    lv, lwhy = table2_claims({("vgg19", "proximal"): long["proximal"],
+                              ("vgg19", "original"): long["original"]}, ds=ds)
+    epochs = long["proximal"]["spec"]["epochs"]
+    for cid, v in lv.items():
+        if not cid.startswith(f"C-vgg19-{ds}-"):
+            continue
+        short = values.get(cid)
+        short = "not testable" if short is None else (
+            f"{short:.2f}" if isinstance(short, float) else str(short))
+        values[cid] = v
+        notes[cid] = (f"judged on the {epochs}-epoch VGG-19 pair (the shorter cut's value: "
+                      f"{short})" + (f"; {lwhy[cid]}" if cid in lwhy else ""))
     return values, notes

@@ -65,6 +65,9 @@ METHOD_DEFAULTS = dict(
     compressions=[2.0, 5.0, 10.0, 20.0, 50.0, 100.0],  # one-shot pruning levels (total/kept)
     beta=5.0,            # l0-exp sharpness (l0 paper's default in tasks/l0.py)
     gamma=1.0,           # iRDA: beta_t = gamma sqrt(t)
+    anchor="init",       # iRDA's w0 for the weights: "init" (w0 = w1) or "zero" (Algorithm 1
+                         # read literally; an MLP without BatchNorm then loses its random
+                         # initialization after one step and collapses, notebook 01)
     rounds=3,            # IMP / relaxed-mask rounds
     alpha=0.01,          # relaxed mask threshold (lottery paper Sec. V-D)
     eps=0.1,             # log regularizer's eps (Sec. V-D)
@@ -150,6 +153,7 @@ def compare_method(spec, ctx):
     """One method at one strength on LeNet-300-100 / MNIST; points (remaining weights, acc)."""
     hp = spec.hp
     _check("method", hp["method"], METHODS)
+    _check("anchor", hp["anchor"], ("init", "zero"))
     seed_everything(spec.seed)
     train, val, test = load_splits(spec, ctx)
     build = lambda: models.get(spec.model, num_classes=10)  # noqa: E731
@@ -184,10 +188,10 @@ def compare_method(spec, ctx):
                               momentum=hp["momentum"])
                 history = _fit(model, train, E, opt, hp, spec, ctx, "train")
             else:
-                groups = l1_param_groups(model, lam, anchor="zero")
+                groups = l1_param_groups(model, lam, anchor=hp["anchor"])
                 if len(groups) > 1:
                     groups[1]["anchor"] = "init"   # as tasks/irda.make_irda_optimizer
-                opt = IRDA(groups, lam=lam, gamma=hp["gamma"], anchor="zero")
+                opt = IRDA(groups, lam=lam, gamma=hp["gamma"], anchor=hp["anchor"])
                 history = _fit(model, train, E, opt, hp, spec, ctx, "train", sched=False)
                 opt.start_retraining()            # Algorithm 1, Step 2, for ft_epochs
                 if hp["ft_epochs"] > 0:
