@@ -173,6 +173,17 @@ def time_replib(name: str, split: data.Split, *, steps: int, warmup: int,
     return hook.per_step(steps)
 
 
+def bare_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+              amp: bool) -> None:
+    """One plain training step of the baselines: cross-entropy (bf16 autocast if ``amp``),
+    ``zero_grad``, backward, optimizer step."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = F.cross_entropy(model(x).float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def time_bare(name: str, split: data.Split, *, steps: int, warmup: int,
               device: torch.device, channels_last: bool, compile_: bool = False) -> float:
     """Seconds per step of a hand-written loop over pre-normalized, pre-shuffled tensors."""
@@ -194,11 +205,7 @@ def time_bare(name: str, split: data.Split, *, steps: int, warmup: int,
             t0 = now()
         x = x_all[i * BATCH:(i + 1) * BATCH]
         y = y_all[i * BATCH:(i + 1) * BATCH]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        bare_step(model, opt, x, y, amp)
     _sync(device)
     return since(t0, steps)
 
@@ -244,10 +251,11 @@ def torchvision_dataset(dataset: str, split: data.Split, augment: bool):
     return CifarLike(split, transform), "CifarLike"
 
 
-def time_dataloader(name: str, dataset: str, split: data.Split, *, steps: int, warmup: int,
-                    device: torch.device, channels_last: bool, workers: int,
-                    augment: bool = False, tv_cache: dict | None = None) -> float:
-    """Seconds per step with a torchvision dataset + transforms through a ``DataLoader``."""
+def dataloader(dataset: str, split: data.Split, n_batches: int, *, device: torch.device,
+               workers: int, augment: bool,
+               tv_cache: dict | None = None) -> torch.utils.data.DataLoader:
+    """A shuffling ``DataLoader`` over a fixed random subset of ``n_batches`` batches of the
+    torchvision dataset (built once per ``(dataset, augment)`` when ``tv_cache`` is given)."""
     key = (dataset, augment)
     if tv_cache is not None and key in tv_cache:
         ds = tv_cache[key]
@@ -256,10 +264,18 @@ def time_dataloader(name: str, dataset: str, split: data.Split, *, steps: int, w
         if tv_cache is not None:
             tv_cache[key] = ds
     g = torch.Generator().manual_seed(1234)
-    idx = torch.randperm(len(ds), generator=g)[:(warmup + steps) * BATCH].tolist()
-    loader = torch.utils.data.DataLoader(
+    idx = torch.randperm(len(ds), generator=g)[:n_batches * BATCH].tolist()
+    return torch.utils.data.DataLoader(
         torch.utils.data.Subset(ds, idx), batch_size=BATCH, shuffle=True, num_workers=workers,
         generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda")
+
+
+def time_dataloader(name: str, dataset: str, split: data.Split, *, steps: int, warmup: int,
+                    device: torch.device, channels_last: bool, workers: int,
+                    augment: bool = False, tv_cache: dict | None = None) -> float:
+    """Seconds per step with a torchvision dataset + transforms through a ``DataLoader``."""
+    loader = dataloader(dataset, split, warmup + steps, device=device, workers=workers,
+                        augment=augment, tv_cache=tv_cache)
     model = build_model(name, device, channels_last)
     model.train()
     opt = sgd(model.parameters())
@@ -273,11 +289,7 @@ def time_dataloader(name: str, dataset: str, split: data.Split, *, steps: int, w
         y = y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        bare_step(model, opt, x, y, amp)
     _sync(device)
     return since(t0, steps)
 
@@ -353,18 +365,8 @@ def time_data_loader(dataset: str, split: data.Split, *, batches: int, warmup: i
                      device: torch.device, augment: bool, workers: int,
                      tv_cache: dict | None = None) -> float:
     """Seconds per batch of the torchvision dataset + transforms + ``DataLoader`` alone."""
-    key = (dataset, augment)
-    if tv_cache is not None and key in tv_cache:
-        ds = tv_cache[key]
-    else:
-        ds = torchvision_dataset(dataset, split, augment)[0]
-        if tv_cache is not None:
-            tv_cache[key] = ds
-    g = torch.Generator().manual_seed(1234)
-    idx = torch.randperm(len(ds), generator=g)[:(warmup + batches) * BATCH].tolist()
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(ds, idx), batch_size=BATCH, shuffle=True, num_workers=workers,
-        generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda")
+    loader = dataloader(dataset, split, warmup + batches, device=device, workers=workers,
+                        augment=augment, tv_cache=tv_cache)
     t0 = now()
     for i, (x, _) in enumerate(loader):
         if i == warmup:

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import have_data
 from torch import nn
 
 from replib import models
 from replib.tasks import compare as C
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
-def _have_mnist() -> bool:
-    from replib import data
-
-    root = os.environ.get("REPLIB_DATA") or (SHARED if SHARED.exists() else None)
-    try:
-        data.verify("mnist", root=Path(root) if root else None)
-        return True
-    except (data.DatasetMissingError, data.DatasetCorruptError):
-        return False
 
 
 def test_csr_linear_matches_dense_linear():
@@ -135,7 +121,7 @@ def test_speedup_record_and_frame():
     assert csr.kept_weights == 2662 and math.isclose(csr.flop_reduction, 532400 / (2 * 2662))
 
 
-@pytest.mark.skipif(not _have_mnist(), reason="MNIST not available")
+@pytest.mark.skipif(not have_data("mnist"), reason="MNIST not available")
 def test_sgd_magnitude_points_have_exact_compression():
     from replib import experiments as ex
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import SHARED
+from conftest import have_data
 
 from replib import experiments as ex
 from replib.experiments.distributed import checkpoint_exists, run_many, write_record_once
@@ -41,19 +41,8 @@ except ImportError:  # the Ray tests are skipped; planning and serial sweeps sti
     ray = None
 
 
-def _have_mnist() -> bool:
-    from replib import data
-
-    root = os.environ.get("REPLIB_DATA") or (SHARED if SHARED.exists() else None)
-    try:
-        data.verify("mnist", root=Path(root) if root else None)
-        return True
-    except (data.DatasetMissingError, data.DatasetCorruptError):
-        return False
-
-
 needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install '.[ray]')")
-needs_mnist = pytest.mark.skipif(not _have_mnist(), reason="MNIST not available offline")
+needs_mnist = pytest.mark.skipif(not have_data("mnist"), reason="MNIST not available offline")
 
 
 def tiny(seed: int = 0, **kw):

@@ -163,20 +163,22 @@ def _stats(info: DatasetInfo, device: torch.device) -> tuple[torch.Tensor, torch
     return _STATS[key]
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
+def _file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file's bytes (``algorithm``: a :func:`hashlib.new` name), read in 1 MiB
+    chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _md5(path: Path) -> str:
+    return _file_digest(path, "md5")
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return _file_digest(path, "sha256")
 
 
 def _try_download(info: DatasetInfo, root: Path) -> bool:

@@ -590,6 +590,39 @@ def run_imp(build, train, test, cfg: TrainConfig, stage_dir, rounds: int = 3,
             "ticket_train_s": stages[-1].train_s}
 
 
+def _search_rounds(model: nn.Module, build, theta0, train, test, cfg: TrainConfig, stage_dir,
+                   rounds: int, ticket_every_round: bool, val, start_round: Callable[[int], None],
+                   find_ticket: Callable[[nn.Module], Mapping[str, Tensor]], **hooks
+                   ) -> tuple[list[dict], dict, list[float], list[float]]:
+    """The search rounds shared by Algorithm 1 and the sigmoid baseline [12].
+
+    Round ``t``: ``start_round(t)`` (rewinding from round 2 on), a search stage ``search{t}``
+    with the ``train_stage`` ``hooks`` (penalty, after_step, epoch_metrics), ``find_ticket``
+    reads the binary mask off the searched network, and when ``ticket_every_round`` or
+    ``t == rounds`` that mask is trained in isolation from ``theta0`` (stage ``ticket{t}``).
+    Returns (one row per round, stage histories, search times, ticket times).
+    """
+    rows, hist, search_s, ticket_s = [], {}, [], []
+    for t in range(1, rounds + 1):
+        start_round(t)
+        st = train_stage(model, train, test, cfg, f"search{t}", stage_dir(f"search{t}"),
+                         val=val, **hooks)
+        hist[st.name] = st.history
+        search_s.append(st.train_s)
+        kept = find_ticket(model)
+        row = {"round": t, "density": density(kept), "sparsity": 1.0 - density(kept),
+               "search_test_acc": st.last.get("test_acc"), "search_train_s": st.train_s}
+        if ticket_every_round or t == rounds:
+            ticket = fresh_ticket(build, theta0, kept, cfg.device)
+            tst = train_stage(ticket, train, test, cfg, f"ticket{t}", stage_dir(f"ticket{t}"),
+                              val=val)
+            hist[tst.name] = tst.history
+            ticket_s.append(tst.train_s)
+            row.update({k: v for k, v in _ticket_row(t, kept, tst).items() if k not in row})
+        rows.append(row)
+    return rows, hist, search_s, ticket_s
+
+
 def run_relaxed(build, train, test, cfg: TrainConfig, stage_dir, reg: str, lam: float,
                 rounds: int = 3, eps: float = 0.1, alpha: float = 0.01, rule: str = "threshold",
                 rate: float = 0.2, m0: float = 0.5, ticket_every_round: bool = True,
@@ -606,8 +639,7 @@ def run_relaxed(build, train, test, cfg: TrainConfig, stage_dir, reg: str, lam: 
     model = build().to(cfg.device)
     theta0 = masks_mod.snapshot(model) if rewind_state is None else rewind_state
     masks_mod.add_relaxed_masks(model, init=m0)
-    rows, hist, histograms = [], {}, []
-    search_s, ticket_s = [], []
+    histograms = []
 
     def penalty(mdl):
         return lam * masks_mod.mask_penalty(mdl, R)
@@ -623,27 +655,18 @@ def run_relaxed(build, train, test, cfg: TrainConfig, stage_dir, reg: str, lam: 
                 "mask_above_alpha": above / n,
                 "mask_zero": sum(int((v == 0).sum()) for v in vals.values()) / n}
 
-    for t in range(1, rounds + 1):
+    def start_round(t):
         if t > 1:
             masks_mod.rewind(model, theta0)
-        st = train_stage(model, train, test, cfg, f"search{t}", stage_dir(f"search{t}"),
-                         penalty=penalty, after_step=after_step, epoch_metrics=epoch_metrics,
-                         val=val)
-        hist[st.name] = st.history
-        search_s.append(st.train_s)
-        histograms.append(mask_histogram(model))
-        kept = prune_relaxed(model, rule, alpha, rate)
-        row = {"round": t, "density": density(kept), "sparsity": 1.0 - density(kept),
-               "search_test_acc": st.last.get("test_acc"), "search_train_s": st.train_s}
-        if ticket_every_round or t == rounds:
-            ticket = fresh_ticket(build, theta0, kept, cfg.device)
-            tst = train_stage(ticket, train, test, cfg, f"ticket{t}", stage_dir(f"ticket{t}"),
-                              val=val)
-            hist[tst.name] = tst.history
-            ticket_s.append(tst.train_s)
-            row.update({k: v for k, v in _ticket_row(t, kept, tst).items()
-                        if k not in row})
-        rows.append(row)
+
+    def find_ticket(mdl):
+        histograms.append(mask_histogram(mdl))
+        return prune_relaxed(mdl, rule, alpha, rate)
+
+    rows, hist, search_s, ticket_s = _search_rounds(
+        model, build, theta0, train, test, cfg, stage_dir, rounds, ticket_every_round, val,
+        start_round, find_ticket, penalty=penalty, after_step=after_step,
+        epoch_metrics=epoch_metrics)
     return {"rounds": rows, "histories": hist, "mask_histograms": histograms,
             "find_train_s": sum(search_s), "ticket_train_s": ticket_s[-1]}
 
@@ -658,7 +681,6 @@ def run_sigmoid(build, train, test, cfg: TrainConfig, stage_dir, lam: float, rou
     model = build().to(cfg.device)
     theta0 = masks_mod.snapshot(model) if rewind_state is None else rewind_state
     add_sigmoid_masks(model, s0)
-    rows, hist, search_s, ticket_s = [], {}, [], []
     from .data import num_batches
 
     spe = num_batches(len(train), cfg.batch_size)
@@ -673,27 +695,16 @@ def run_sigmoid(build, train, test, cfg: TrainConfig, stage_dir, lam: float, rou
         tk = sigmoid_ticket(mdl)
         return {"ticket_density": density(tk)}
 
-    for t in range(1, rounds + 1):
+    def start_round(t):
         if t > 1:
             masks_mod.rewind(model, theta0)
             reset_sigmoid_scores(model, s0)
         set_sigmoid_beta(model, sigmoid_beta(0, cfg.epochs, beta_final))
-        st = train_stage(model, train, test, cfg, f"search{t}", stage_dir(f"search{t}"),
-                         penalty=penalty, after_step=after_step, epoch_metrics=epoch_metrics,
-                         val=val)
-        hist[st.name] = st.history
-        search_s.append(st.train_s)
-        kept = sigmoid_ticket(model)
-        row = {"round": t, "density": density(kept), "sparsity": 1.0 - density(kept),
-               "search_test_acc": st.last.get("test_acc"), "search_train_s": st.train_s}
-        if ticket_every_round or t == rounds:
-            ticket = fresh_ticket(build, theta0, kept, cfg.device)
-            tst = train_stage(ticket, train, test, cfg, f"ticket{t}", stage_dir(f"ticket{t}"),
-                              val=val)
-            hist[tst.name] = tst.history
-            ticket_s.append(tst.train_s)
-            row.update({k: v for k, v in _ticket_row(t, kept, tst).items() if k not in row})
-        rows.append(row)
+
+    rows, hist, search_s, ticket_s = _search_rounds(
+        model, build, theta0, train, test, cfg, stage_dir, rounds, ticket_every_round, val,
+        start_round, sigmoid_ticket, penalty=penalty, after_step=after_step,
+        epoch_metrics=epoch_metrics)
     return {"rounds": rows, "histories": hist, "find_train_s": sum(search_s),
             "ticket_train_s": ticket_s[-1]}
 

@@ -556,15 +556,36 @@ def plot_zero_counts(records: Iterable[Mapping]):
     return fig
 
 
-def plot_scale_histograms(records: Iterable[Mapping]):
-    """Histograms of log10 |gamma| (and |xi| for proximal NS), exact zeros as a separate bar."""
+def _model_panels(records: list[Mapping], stacked: bool = False):
+    """One panel per network (in order of first appearance), side by side or ``stacked``.
+
+    Returns the figure and a list of ``(ax, model, that model's records)``."""
     import matplotlib.pyplot as plt
 
-    records = list(records)
     models_ = list(dict.fromkeys(r["spec"]["model"] for r in records))
-    fig, axes = plt.subplots(1, len(models_), figsize=(4.6 * len(models_), 3.4), squeeze=False)
-    for ax, model in zip(axes[0], models_):
-        for rec in (r for r in records if r["spec"]["model"] == model):
+    n = len(models_)
+    if stacked:
+        fig, axes = plt.subplots(n, 1, figsize=(9, 2.6 * n), squeeze=False)
+        axes = axes[:, 0]
+    else:
+        fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.4), squeeze=False)
+        axes = axes[0]
+    return fig, [(ax, model, [r for r in records if r["spec"]["model"] == model])
+                 for ax, model in zip(axes, models_)]
+
+
+def _finish_panel(ax, model: str, xlabel: str, ylabel: str, legend_size: int = 8) -> None:
+    ax.set_title(PAPER_NAMES[model])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend_size)
+
+
+def plot_scale_histograms(records: Iterable[Mapping]):
+    """Histograms of log10 |gamma| (and |xi| for proximal NS), exact zeros as a separate bar."""
+    fig, panels = _model_panels(list(records))
+    for ax, model, recs in panels:
+        for rec in recs:
             arts = rec["artifacts"]
             for key, what in (("hist_gamma", "|gamma|"), ("hist_xi", "|xi|")):
                 if key not in arts:
@@ -575,23 +596,17 @@ def plot_scale_histograms(records: Iterable[Mapping]):
                 if h["zeros"]:
                     ax.bar(edges[0] - 0.5, h["zeros"], width=0.6, alpha=0.6,
                            label=f"{_label(rec)} {what} = 0 ({h['zeros']})")
-        ax.set_title(PAPER_NAMES[model])
-        ax.set_xlabel("log10 |scale| (bar on the left: exactly 0)")
-        ax.set_ylabel("channels")
-        ax.legend(fontsize=7)
+        _finish_panel(ax, model, "log10 |scale| (bar on the left: exactly 0)", "channels",
+                      legend_size=7)
     fig.tight_layout()
     return fig
 
 
 def plot_prune_curves(records: Iterable[Mapping]):
     """Accuracy after pruning a fraction of channels (no fine-tuning), per net and method."""
-    import matplotlib.pyplot as plt
-
-    records = list(records)
-    models_ = list(dict.fromkeys(r["spec"]["model"] for r in records))
-    fig, axes = plt.subplots(1, len(models_), figsize=(4.6 * len(models_), 3.4), squeeze=False)
-    for ax, model in zip(axes[0], models_):
-        for rec in (r for r in records if r["spec"]["model"] == model):
+    fig, panels = _model_panels(list(records))
+    for ax, model, recs in panels:
+        for rec in recs:
             curve = rec["artifacts"].get("curve") or []
             line, = ax.plot([c["channels_pruned_pct"] for c in curve],
                             [100 * c["acc"] for c in curve], marker=".", label=_label(rec))
@@ -599,30 +614,22 @@ def plot_prune_curves(records: Iterable[Mapping]):
             if "test_acc_pruned" in m:
                 ax.plot([m["channels_pruned_pct"]], [100 * m["test_acc_pruned"]], marker="*",
                         markersize=13, color=line.get_color(), linestyle="none")
-        ax.set_title(PAPER_NAMES[model])
-        ax.set_xlabel("% channels pruned (smallest |scale| first)")
-        ax.set_ylabel("test accuracy % before fine-tuning")
-        ax.legend(fontsize=8)
+        _finish_panel(ax, model, "% channels pruned (smallest |scale| first)",
+                      "test accuracy % before fine-tuning")
     fig.tight_layout()
     return fig
 
 
 def plot_layer_channels(records: Iterable[Mapping]):
     """Kept fraction of each BN layer's channels after pruning (layers in network order)."""
-    import matplotlib.pyplot as plt
-
-    records = [r for r in records if r["artifacts"].get("layers")]
-    models_ = list(dict.fromkeys(r["spec"]["model"] for r in records))
-    fig, axes = plt.subplots(len(models_), 1, figsize=(9, 2.6 * len(models_)), squeeze=False)
-    for ax, model in zip(axes[:, 0], models_):
-        for rec in (r for r in records if r["spec"]["model"] == model):
+    fig, panels = _model_panels([r for r in records if r["artifacts"].get("layers")],
+                                stacked=True)
+    for ax, model, recs in panels:
+        for rec in recs:
             layers = rec["artifacts"]["layers"]
             ax.plot(range(len(layers)), [la["kept"] / la["channels"] for la in layers],
                     marker=".", linewidth=0.8, label=_label(rec))
-        ax.set_title(PAPER_NAMES[model])
-        ax.set_xlabel("BN layer (network order)")
-        ax.set_ylabel("kept fraction")
-        ax.legend(fontsize=8)
+        _finish_panel(ax, model, "BN layer (network order)", "kept fraction")
     fig.tight_layout()
     return fig
 

@@ -104,6 +104,14 @@ def _params_with_grad(group: dict[str, Any]) -> list[Tensor]:
     return [p for p in group["params"] if p.grad is not None]
 
 
+def _closure_loss(closure: Closure) -> Tensor | None:
+    """The loss of ``closure`` (None without one), evaluated with gradients enabled."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class ProxSGD(torch.optim.SGD):
     """Proximal SGD (FOBOS) for ``f(w) + lam ||w||_1``: Eqs. (9)-(10), closed form Eq. (18), iRDA.
 
@@ -138,9 +146,7 @@ class ProxSGD(torch.optim.SGD):
     def step(self, closure: Closure = None) -> Tensor | None:
         """One SGD step (Eq. (9)), then the soft threshold ``lr * lam`` (Eq. (10))."""
         loss = super().step(closure)
-        for group in self.param_groups:
-            if group["lam"] != 0:
-                soft_threshold_(_params_with_grad(group), group["lr"] * group["lam"])
+        apply_l1_prox(self)
         return loss
 
 
@@ -260,10 +266,7 @@ class RDA(Optimizer):
     @torch.no_grad()
     def step(self, closure: Closure = None) -> Tensor | None:
         """One RDA iteration (Eqs. (26)-(28)); in retraining mode Eqs. (29)-(31) (see IRDA)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             for p in _params_with_grad(group):
                 state = self.state[p]
@@ -349,11 +352,7 @@ class MaskedSGD(torch.optim.SGD):
 
     def step(self, closure: Closure = None) -> Tensor | None:
         """Masked gradient, SGD step, masked weights."""
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        else:
-            loss = None
+        loss = _closure_loss(closure)
         with torch.no_grad():
             for group in self.param_groups:
                 params = _params_with_grad(group)
@@ -511,10 +510,7 @@ class ProximalSlimming(Optimizer):
     @torch.no_grad()
     def step(self, closure: Closure = None) -> Tensor | None:
         """Lines 3-4 of Algorithm 1 (after the base optimizer's SGD step)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         base_lr = self._base_lr()
         for group in self.param_groups:
             lam, beta = group["lam"], group["beta"]
