@@ -424,27 +424,6 @@ def compare_speedup(spec, ctx):
             "artifacts": {"rows": rows, "dense_layer_flops": per_layer}}
 
 
-def recorded_acnn_layers(budget: str = "cpu", model: str = "lenet300",
-                         dataset: str = "mnist") -> list[tuple[str, str]]:
-    """(``layers``, run id) of every recorded ``acnn_search`` run of ``budget`` in
-    ``data/results/acnn/``: the per-layer kept neuron counts that the DDPG search found, reused
-    at fixed fractions instead of re-running the search. Duplicated layer strings appear once."""
-    import json
-
-    from ..experiments import results_root
-
-    out, seen = [], set()
-    for path in sorted((results_root() / "acnn").glob(f"acnn_search-{model}-{dataset}-*.json")):
-        rec = json.loads(path.read_text())
-        if rec["spec"].get("budget") != budget:
-            continue
-        layers = rec["metrics"].get("layers")
-        if layers and layers not in seen:
-            seen.add(layers)
-            out.append((layers, rec.get("run_id", path.stem)))
-    return out
-
-
 def points_frame(records):
     """One row per recorded point: method, strength, seed, remaining weights, accuracies."""
     import pandas as pd
