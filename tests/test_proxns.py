@@ -290,13 +290,19 @@ def _fake(task: str, model: str = "vgg19", **metrics) -> dict:
                      "hparams": {"width": 0.25}}, "metrics": metrics}
 
 
+def _vgg_pair(px: tuple[float, float, float, float], ns: tuple[float, float, float, float]
+              ) -> tuple[dict, dict]:
+    """Fake VGG-19 proximal / original NS records from (trained acc, drop in points,
+    % params pruned, pruned acc) each; 70% of the channels pruned, no exact zeros in NS."""
+    common = dict(channels_pruned_pct=70.0)
+    keys = ("test_acc_trained", "acc_drop_pruning_pts", "params_pruned_pct", "test_acc_pruned")
+    return (_fake("proxns_proximal_ns", **dict(zip(keys, px)), flops_pruned_pct=50.0, **common),
+            _fake("proxns_original_ns", **dict(zip(keys, ns)), flops_pruned_pct=55.0,
+                  zero_gamma=0, channels=1376, **common))
+
+
 def test_table2_claims_compare_the_two_methods_and_skip_untrained_runs() -> None:
-    px = _fake("proxns_proximal_ns", test_acc_trained=0.60, acc_drop_pruning_pts=0.3,
-               params_pruned_pct=80.0, channels_pruned_pct=70.0, flops_pruned_pct=50.0,
-               test_acc_pruned=0.597)
-    ns = _fake("proxns_original_ns", test_acc_trained=0.62, acc_drop_pruning_pts=52.0,
-               params_pruned_pct=75.5, channels_pruned_pct=70.0, flops_pruned_pct=55.0,
-               test_acc_pruned=0.10, zero_gamma=0, channels=1376)
+    px, ns = _vgg_pair((0.60, 0.3, 80.0, 0.597), (0.62, 52.0, 75.5, 0.10))
     values, notes = proxns.table2_claims({("vgg19", "proximal"): px, ("vgg19", "original"): ns})
     assert values["C-vgg19-c10-px-prune-drop"] == 0.3
     assert values["C-vgg19-c10-ns-collapse"] is True  # 52.0 - 0.3 >= 10 points
@@ -311,12 +317,7 @@ def test_table2_claims_compare_the_two_methods_and_skip_untrained_runs() -> None
 
 
 def test_longer_pair_replaces_only_vgg19_statements_and_keeps_the_short_value() -> None:
-    px = _fake("proxns_proximal_ns", test_acc_trained=0.80, acc_drop_pruning_pts=0.2,
-               params_pruned_pct=81.0, channels_pruned_pct=70.0, flops_pruned_pct=50.0,
-               test_acc_pruned=0.798)
-    ns = _fake("proxns_original_ns", test_acc_trained=0.81, acc_drop_pruning_pts=40.0,
-               params_pruned_pct=80.0, channels_pruned_pct=70.0, flops_pruned_pct=55.0,
-               test_acc_pruned=0.41, zero_gamma=0, channels=1376)
+    px, ns = _vgg_pair((0.80, 0.2, 81.0, 0.798), (0.81, 40.0, 80.0, 0.41))
     px["spec"]["epochs"] = 24
     short = {"C-vgg19-c10-px-prune-drop": 40.7, "C-vgg19-c10-ns-collapse": False,
              "C-resnet164-c10-px-prune-drop": 18.6, "T2-vgg19-c10-px-params": None}
