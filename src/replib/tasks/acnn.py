@@ -767,6 +767,15 @@ def beta_sweep_specs(dataset: str, budget: str, lam: float = ACNN_LAMBDA) -> lis
     return [search_spec(dataset, budget, lam=lam, beta=b) for b in grid(BETA_GRID, budget)]
 
 
+def chosen_beta(dataset: str, budget: str, rerun: bool = False) -> float:
+    """The beta of ``dataset`` at ``budget``: run (or look up) the sweep of
+    :func:`beta_sweep_specs` and apply :func:`select_beta` with the paper's NCR as target."""
+    from ..experiments import run
+
+    recs = [run(s, rerun=rerun) for s in beta_sweep_specs(dataset, budget)]
+    return select_beta(recs, PAPER_NCR[dataset])
+
+
 def seed_specs(dataset: str, budget: str, beta: float, lam: float, n_seeds: int) -> list:
     """The 5-seed runs of Tables 2, 4, 6 and 7 (``lam=0``: AMC-style / without prox)."""
     return [search_spec(dataset, budget, lam=lam, beta=beta, seed=s) for s in range(n_seeds)]
