@@ -87,3 +87,21 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stderr
     assert _history(resumed.stdout) == _history(ref.stdout)
+
+
+def test_fit_flushes_subnormal_floats_to_zero():
+    """Subnormal weights make CPU matmuls tens of times slower; fit turns on flush-to-zero."""
+    try:
+        torch.set_flush_denormal(False)
+        tiny = torch.tensor([1e-39])               # created with the flag off (FTZ would zero it)
+        assert (tiny * 1.0).item() != 0.0          # a subnormal survives without the flag
+        if not torch.set_flush_denormal(True):
+            pytest.skip("this CPU has no flush-to-zero mode")
+        torch.set_flush_denormal(False)
+        split = data.load("mnist", "test").subset(torch.arange(32))
+        model = models.get("lenet300")
+        fit(model, split, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            batch_size=16, progress=False)
+        assert (tiny * 1.0).item() == 0.0          # and is flushed after fit
+    finally:
+        torch.set_flush_denormal(False)

@@ -87,6 +87,18 @@ def checkpoint_path(ckpt_dir: Path | str) -> Path:
     return Path(ckpt_dir) / "last.pt"
 
 
+def flush_denormals() -> bool:
+    """Treat subnormal floats (|x| < 1.2e-38) as zero on the CPU (flush-to-zero).
+
+    Regularizers that drive weights towards zero (L0 gates, weight decay on gated-off columns,
+    proximal steps) leave many weights subnormal; x86 CPUs then run matrix products tens of
+    times slower (a 3072-1024-1024-10 MLP whose weights were 10-13% subnormal: 1.0 s per
+    forward pass instead of 0.014 s). Flushing changes values below 1.2e-38 only. Returns
+    whether the CPU supports it.
+    """
+    return bool(torch.set_flush_denormal(True))
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -120,6 +132,7 @@ def fit(
     """
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be >= 1")
+    flush_denormals()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     is_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     cuda = device.type == "cuda"

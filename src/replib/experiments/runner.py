@@ -19,6 +19,7 @@ import torch
 
 from .. import data as data_mod
 from .. import default_device
+from ..train import flush_denormals
 from .spec import RunSpec, get_task
 from .store import checkpoint_dir, provenance, read_record, record_path, write_json_atomic
 
@@ -80,6 +81,7 @@ def execute(spec: RunSpec, device: torch.device | str | None = None) -> Record:
     task = get_task(spec.task)
     if os.environ.get("REPLIB_THREADS"):
         torch.set_num_threads(int(os.environ["REPLIB_THREADS"]))
+    flush_denormals()
     device = torch.device(device) if device is not None else default_device()
     ctx = RunContext(spec, device, checkpoint_dir(spec))
     t0 = time.time()
