@@ -257,6 +257,28 @@ def test_masked_sgd_retrains_only_the_nonzero_weights() -> None:
     assert torch.all(p.detach()[1::2] != w[1::2])
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_masked_sgd_equals_sgd_on_hand_masked_gradients(nesterov) -> None:
+    """Masking only the gradient keeps the zeros exactly zero: MaskedSGD is SGD (momentum,
+    weight decay, Nesterov) on gradients zeroed by hand at the weights that were zero."""
+    x, y = _regression(5, dense_target=True)
+    w = torch.randn(10, dtype=f64, generator=torch.Generator().manual_seed(6))
+    w[1::3] = 0.0
+    mask = (w != 0).to(f64)
+    p, q = nn.Parameter(w.clone()), nn.Parameter(w.clone())
+    kw = dict(lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=nesterov)
+    masked, plain = MaskedSGD([p], **kw), torch.optim.SGD([q], **kw)
+    for _ in range(30):
+        for opt, v, hand in ((masked, p, False), (plain, q, True)):
+            opt.zero_grad()
+            ((x @ v - y) ** 2).mean().backward()
+            if hand:
+                v.grad.mul_(mask)
+            opt.step()
+    assert torch.equal(p.detach(), q.detach())
+    assert torch.all(p.detach()[1::3] == 0) and torch.all(p.detach()[0::3] != w[0::3])
+
+
 # ---------------------------------------------------------------- proximal network slimming
 
 

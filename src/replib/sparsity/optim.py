@@ -324,9 +324,12 @@ class MaskedSGD(torch.optim.SGD):
     """SGD that only updates the weights that were nonzero when it was built (Sec. 3.6, iRDA).
 
     The zero pattern (``state[p]["mask"]``, 1.0 where the weight was nonzero) is taken at
-    construction; gradients are multiplied by it before the SGD step (as in Eq. (29)) and the
-    weights after it, so zeros stay exactly zero whatever the momentum or weight decay. Use it
-    for "retrain with the zero pattern frozen" after any sparsifying stage.
+    construction; gradients are multiplied by it before the SGD step (as in Eq. (29)). That is
+    enough to keep zeros exactly zero whatever the momentum, dampening, Nesterov or weight
+    decay: at a masked position the weight is 0, so its decay term ``wd * w`` is 0, its
+    momentum buffer starts at 0 and only ever receives 0, and the update ``-lr * 0`` leaves 0
+    (no second pass over the weights is needed). Use it for "retrain with the zero pattern
+    frozen" after any sparsifying stage.
     """
 
     def __init__(
@@ -351,7 +354,7 @@ class MaskedSGD(torch.optim.SGD):
                 self.state[p]["mask"] = (p.detach() != 0).to(p.dtype)
 
     def step(self, closure: Closure = None) -> Tensor | None:
-        """Masked gradient, SGD step, masked weights."""
+        """Masked gradient (Eq. (29)), then the SGD step."""
         loss = _closure_loss(closure)
         with torch.no_grad():
             for group in self.param_groups:
@@ -361,12 +364,6 @@ class MaskedSGD(torch.optim.SGD):
                         [p.grad for p in params], [self.state[p]["mask"] for p in params]
                     )
         super().step()
-        with torch.no_grad():
-            for group in self.param_groups:
-                if group["params"]:
-                    torch._foreach_mul_(
-                        group["params"], [self.state[p]["mask"] for p in group["params"]]
-                    )
         return loss
 
 
