@@ -295,3 +295,40 @@ def test_claims_ledger_is_generated_from_the_paper_tables():
         total = sum(p["rows"]["ACNN"]["layers"])
         original = {"cifar10": 3072 + 2048}.get(ds, 784 + 400)
         assert original / total == pytest.approx(p["rows"]["ACNN"]["ncr"], abs=0.02)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashionmnist", "cifar10"])
+def test_cpu_budget_runs_the_search_and_cges_at_the_paper_settings(dataset):
+    """Issue #5: the whole ACNN paper fits a CPU, so the cpu budget's agent search (AMC's
+    100 + 800 episodes, the whole validation split as reward set) and CGES training length are
+    the paper budget's; only the L0 baseline on CIFAR-10 is cut (20 of 200 epochs)."""
+    from replib.tasks import acnn as A
+
+    keys = ("episodes", "warmup", "reward_val_n", "val_size", "train_subset", "test_subset")
+    cpu = A.search_spec(dataset, "cpu", lam=A.ACNN_LAMBDA, beta=1.0)
+    paper = A.search_spec(dataset, "paper", lam=A.ACNN_LAMBDA, beta=1.0)
+    assert {k: cpu.hp[k] for k in keys} == {k: paper.hp[k] for k in keys}
+    assert (cpu.hp["episodes"], cpu.hp["warmup"], cpu.hp["reward_val_n"]) == (900, 100, 0)
+    assert cpu.epochs == paper.epochs
+    assert A.cges_spec(dataset, "cpu", lam=1e-3).epochs == A.cges_spec(dataset, "paper",
+                                                                       lam=1e-3).epochs
+    l0_cpu, l0_paper = (A.l0_spec(dataset, b, lam=10.0).epochs for b in ("cpu", "paper"))
+    assert l0_paper == 200 and l0_cpu == (20 if dataset == "cifar10" else 200)
+
+
+def test_seed_summary_separates_collapsed_seeds():
+    from replib.tasks.acnn import seed_summary
+
+    def rec(seed, kept, ncr, err):
+        return {"spec": {"hparams": {}, "seed": seed},
+                "metrics": {"kept": kept, "layers": "-".join(map(str, kept)), "ncr": ncr,
+                            "error_pct": err, "val_return": 5.6}}
+
+    recs = [rec(0, [563, 114, 63], 1.6, 0.0), rec(1, [1, 47, 5], 22.34, 69.92),
+            rec(2, [550, 112, 61], 1.8, 0.2)]
+    text = seed_summary("ACNN", recs)
+    assert text.startswith("ACNN: 2 of 3 seeds keep at least 10 units in every layer "
+                           "(NCR 1.70 ± 0.14, error 0.10 ± 0.14 points)")
+    assert "seed 1 collapses to 1-47-5 (NCR 22.34, error 69.92 points" in text
+    assert "collapses" not in seed_summary("ACNN", [recs[0]])
+    assert seed_summary("AMC", [recs[1]]).startswith("AMC: 0 of 1 seeds keep")
