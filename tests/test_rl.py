@@ -319,16 +319,23 @@ def test_cpu_budget_runs_the_search_and_cges_at_the_paper_settings(dataset):
 def test_seed_summary_separates_collapsed_seeds():
     from replib.tasks.acnn import seed_summary
 
-    def rec(seed, kept, ncr, err):
+    def rec(seed, kept, ncr, err, ret):
         return {"spec": {"hparams": {}, "seed": seed},
                 "metrics": {"kept": kept, "layers": "-".join(map(str, kept)), "ncr": ncr,
-                            "error_pct": err, "val_return": 5.6}}
+                            "error_pct": err, "val_return": ret}}
 
-    recs = [rec(0, [563, 114, 63], 1.6, 0.0), rec(1, [1, 47, 5], 22.34, 69.92),
-            rec(2, [550, 112, 61], 1.8, 0.2)]
+    recs = [rec(0, [563, 114, 63], 1.6, 0.0, 4.6), rec(1, [1, 47, 5], 22.34, 69.92, 5.6),
+            rec(2, [550, 112, 61], 1.8, 0.2, 5.0)]
     text = seed_summary("ACNN", recs)
     assert text.startswith("ACNN: 2 of 3 seeds keep at least 10 units in every layer "
                            "(NCR 1.70 ± 0.14, error 0.10 ± 0.14 points)")
     assert "seed 1 collapses to 1-47-5 (NCR 22.34, error 69.92 points" in text
+    assert text.endswith("1 of the 1 collapsed policies score a higher validation return than "
+                         "the best of the others (5.000): Eq. (3) prefers the collapse to "
+                         "the milder pruning the other seeds found.")
+    recs[1]["metrics"]["val_return"] = 4.0
+    assert seed_summary("ACNN", recs).endswith("0 of the 1 collapsed policies score a higher "
+                                               "validation return than the best of the others "
+                                               "(5.000).")
     assert "collapses" not in seed_summary("ACNN", [recs[0]])
     assert seed_summary("AMC", [recs[1]]).startswith("AMC: 0 of 1 seeds keep")

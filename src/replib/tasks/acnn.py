@@ -857,7 +857,15 @@ def seed_summary(name: str, records: Sequence, min_units: int = COLLAPSE_UNITS) 
         parts.append(f"seed {r['spec']['seed']} collapses to {m['layers']} (NCR {m['ncr']:.2f}, "
                      f"error {m['error_pct']:.2f} points, validation return "
                      f"{m.get('val_return', math.nan):.3f})")
-    return "; ".join(parts) + "."
+    text = "; ".join(parts) + "."
+    best_ok = max((r["metrics"].get("val_return", math.nan) for r in ok), default=math.nan)
+    if bad and not math.isnan(best_ok):
+        above = [r for r in bad if r["metrics"].get("val_return", -math.inf) > best_ok]
+        text += (f" {len(above)} of the {len(bad)} collapsed policies score a higher validation "
+                 f"return than the best of the others ({best_ok:.3f})"
+                 + (": Eq. (3) prefers the collapse to the milder pruning the other seeds"
+                    " found." if len(above) == len(bad) else "."))
+    return text
 
 
 def sweep_table(records: list, key: str = "lam"):
