@@ -856,11 +856,11 @@ def seed_summary(name: str, records: Sequence, min_units: int = COLLAPSE_UNITS) 
         m = r["metrics"]
         parts.append(f"seed {r['spec']['seed']} collapses to {m['layers']} (NCR {m['ncr']:.2f}, "
                      f"error {m['error_pct']:.2f} points, validation return "
-                     f"{m.get('val_return', math.nan):.3f})")
+                     f"{m['val_return']:.3f})")
     text = "; ".join(parts) + "."
-    best_ok = max((r["metrics"].get("val_return", math.nan) for r in ok), default=math.nan)
-    if bad and not math.isnan(best_ok):
-        above = [r for r in bad if r["metrics"].get("val_return", -math.inf) > best_ok]
+    if bad and ok:
+        best_ok = max(r["metrics"]["val_return"] for r in ok)
+        above = [r for r in bad if r["metrics"]["val_return"] > best_ok]
         text += (f" {len(above)} of the {len(bad)} collapsed policies score a higher validation "
                  f"return than the best of the others ({best_ok:.3f})"
                  + (": Eq. (3) prefers the collapse to the milder pruning the other seeds"
