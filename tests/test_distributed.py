@@ -41,7 +41,17 @@ except ImportError:  # the Ray tests are skipped; planning and serial sweeps sti
     ray = None
 
 
-needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install '.[ray]')")
+def needs_ray(test):
+    """Skip without Ray; mark ``ray`` so ``make unit`` runs these tests in a process of their own.
+
+    A process that has hosted a Ray driver (``ray.init`` ... ``ray.shutdown``) keeps Ray's
+    native threads, and a later test in the same process can die of a segmentation fault
+    (ray-project/ray#31145 describes the mechanism; a CI run of this project died of one in the
+    unit tests that followed these), so the other tests never share a process with them."""
+    skip = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install '.[ray]')")
+    return pytest.mark.ray(skip(test))
+
+
 needs_mnist = pytest.mark.skipif(not have_data("mnist"), reason="MNIST not available offline")
 
 
