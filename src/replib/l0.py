@@ -433,9 +433,11 @@ def grid_search(run: Callable[[dict], dict], grid: Sequence[dict],
     """
     if not grid:
         raise ValueError("grid is empty")
+    # every run is asked for before any result is read, so that a planning pass
+    # (``make reproduce``) sees the whole grid in one wave and can run it in parallel
+    recs = [run(dict(over)) for over in grid]
     rows = []
-    for over in grid:
-        rec = run(dict(over))
+    for over, rec in zip(grid, recs):
         rows.append({**over, "val_error": val_error(rec, compression, ft),
                      "dense_val_error": 100 * (1 - rec["metrics"]["dense_val_acc"]),
                      "run": rec["run_id"]})
