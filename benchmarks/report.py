@@ -174,7 +174,7 @@ def goals(rec: dict) -> str:
         for r in rec["loops"]["ratios"]:
             v = r["replib_over_bare"]
             rows.append(["replib's loop within 10% of the bare loop", _m(r["model"]),
-                         f"{v:.2f}x", "met" if v <= 1.10 else "not met"])
+                         f"{v:.3f}x", "met" if v <= 1.10 else "not met"])
         for r in rec["loops"]["ratios"]:
             if r["model"] not in ("lenet300", "lenet5_caffe"):
                 continue

@@ -303,6 +303,25 @@ def test_grid_search_picks_lowest_validation_error():
         L0.grid_search(lambda o: None, [], 90)
 
 
+def test_grid_search_asks_for_every_run_before_reading_one():
+    """A planning pass sees the whole grid in one wave: every run is requested before the
+    first result is read (a pending record raises when read, as in ``make reproduce``)."""
+    from replib import experiments as ex
+    from replib.experiments.plan import PendingRecord, PlanPending
+
+    asked = []
+
+    def run(over):
+        spec = ex.make_spec("l0", "l0_train_prune", dataset="mnist", model="lenet300", epochs=1,
+                            budget="smoke", **over)
+        asked.append(over["alpha_l0"])
+        return PendingRecord(spec)
+
+    with pytest.raises(PlanPending):
+        L0.grid_search(run, [{"alpha_l0": a} for a in (1e-5, 1e-4, 1e-3)], 90)
+    assert asked == [1e-5, 1e-4, 1e-3]
+
+
 def test_coordinate_search_moves_one_layer_at_a_time():
     # error is minimized at multipliers (3, 1, 1/3); ties keep the current value
     def err(m):
