@@ -337,8 +337,27 @@ def test_imp_rate_and_ticket_spec():
     paper = tasks.ticket_spec("paper", "imp", model="vgg11", rate=0.2)
     assert paper.epochs == 120 and paper.hp["milestones"] == (0.5, 0.75)
     assert paper.hp["lam_scale"] == 1.0 and paper.hp["train_subset"] == 0
+    wrn = tasks.ticket_spec("cpu", "mask_l1", model="wrn20")   # Fig. 6 at the ResNet-20 cut
+    assert wrn.hp["train_subset"] == 4000 and wrn.epochs == 5 and wrn.hp["width"] == 0
+    assert wrn.hp["mask_lr_scale"] == pytest.approx(120 * 391 / (5 * 32), abs=0.06)
+    assert wrn.hp["milestones"] == (0.5, 0.75)
     with pytest.raises(ValueError, match="cpu plan"):
-        tasks.ticket_spec("cpu", "imp", model="wrn20")
+        tasks.ticket_spec("cpu", "imp", model="resnet18")
+
+
+def test_concave_vs_imp_needs_both_regularizers_and_interpolates():
+    imp = [(1.0, 0.90), (0.1, 0.80), (0.01, 0.60)]
+    # at density 0.0316 (half-way in log between 0.1 and 0.01) IMP interpolates to 0.70
+    pts = {"imp": imp, "mask_l1": [(0.5, 0.9), (10 ** -1.5, 0.71)],
+           "mask_log": [(0.5, 0.9), (10 ** -1.5, 0.69)]}
+    ok, note = lt.concave_vs_imp(pts)
+    assert not ok and "mask_log 69.0% vs IMP 70.0%" in note and "mask_l1 71.0%" in note
+    pts["mask_log"] = [(10 ** -1.5, 0.70)]
+    assert lt.concave_vs_imp(pts)[0]
+    # beyond IMP's sparsest ticket: compared with it, and said so
+    ok, note = lt.concave_vs_imp({"imp": imp, "mask_l1": [(0.001, 0.61)],
+                                  "mask_log": [(0.001, 0.59)]})
+    assert not ok and note.count("IMP's nearest ticket") == 2
 
 
 def _row(method, lam, acc, sp, tol=None, nnz=200.0):

@@ -955,6 +955,20 @@ def fig5_checks(pts: Mapping[str, list[tuple[float, float]]],
     return checks, notes
 
 
+def concave_vs_imp(pts: Mapping[str, list[tuple[float, float]]]) -> tuple[bool, str]:
+    """The Figs. 6-7 statement for one network: the final (sparsest) tickets of *both* mask-l1
+    and mask-log are at least as accurate as IMP at the same density (IMP interpolated in
+    log-density, its nearest ticket when it does not reach it). Returns ``(holds, note)``."""
+    oks, parts = [], []
+    for m in ("mask_l1", "mask_log"):
+        ok, a, b, inside = at_least_as_accurate(pts[m], pts["imp"])
+        oks.append(ok)
+        parts.append(f"{m} {100 * a:.1f}% vs IMP {100 * b:.1f}% at density "
+                     f"{100 * min(d for d, _ in pts[m]):.2f}%"
+                     + ("" if inside else " (IMP's nearest ticket)"))
+    return all(oks), "; ".join(parts)
+
+
 def round_point(df, method: str, rnd: int) -> tuple[float, float] | None:
     """``(density, test accuracy)`` of ``method``'s ticket of round ``rnd`` (seed mean), or None."""
     d = df[(df.method == method) & (df["round"] == rnd)]

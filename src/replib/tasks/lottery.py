@@ -282,9 +282,13 @@ PAPER_EPOCHS = {"resnet20": 85, "resnet56": 85, "wrn20": 120, "vgg11": 120}
 PAPER_MILESTONES = {"resnet20": [56 / 85, 71 / 85], "resnet56": [56 / 85, 71 / 85],
                     "wrn20": [0.5, 0.75], "vgg11": [0.5, 0.75]}
 CPU_PLAN = {
-    # model: (train_subset, epochs per training)
+    # model: (train_subset, epochs per training); WRN-20 and VGG-11 (Figs. 6-7) at full width
+    # on the same cut as ResNet-20: 160 SGD steps per training, about 4x (VGG-11) and 10x
+    # (WRN-20) ResNet-20's time per step on one CPU core (lottery_step_time records)
     "resnet20": (4000, 5),
     "resnet56": (4000, 5),
+    "wrn20": (4000, 5),
+    "vgg11": (4000, 5),
 }
 CPU_LAM_SCALE = 25.0
 """lambda multiplier at the cpu budget (both regularizers, keeping the paper's 3:1 ratio).
