@@ -12,6 +12,7 @@ from torch import nn
 
 from replib import lottery as lt
 from replib.data import DatasetInfo, Split
+from replib.metrics import count_params
 from replib.sparsity import masks as M
 
 f64 = torch.float64
@@ -338,7 +339,11 @@ def test_imp_rate_and_ticket_spec():
     assert paper.epochs == 120 and paper.hp["milestones"] == (0.5, 0.75)
     assert paper.hp["lam_scale"] == 1.0 and paper.hp["train_subset"] == 0
     wrn = tasks.ticket_spec("cpu", "mask_l1", model="wrn20")   # Fig. 6 at the ResNet-20 cut
-    assert wrn.hp["train_subset"] == 4000 and wrn.epochs == 5 and wrn.hp["width"] == 0
+    assert wrn.hp["train_subset"] == 4000 and wrn.epochs == 5 and wrn.hp["width"] == 32
+    assert tasks.ticket_spec("paper", "imp", model="wrn20").hp["width"] == 0
+    assert tasks.ticket_spec("cpu", "imp", model="vgg11").hp["width"] == 0
+    assert count_params(tasks.build_model("wrn20", 10, 32)) * 3.5 < count_params(
+        tasks.build_model("wrn20", 10))
     assert wrn.hp["mask_lr_scale"] == pytest.approx(120 * 391 / (5 * 32), abs=0.06)
     assert wrn.hp["milestones"] == (0.5, 0.75)
     with pytest.raises(ValueError, match="cpu plan"):

@@ -282,13 +282,15 @@ PAPER_EPOCHS = {"resnet20": 85, "resnet56": 85, "wrn20": 120, "vgg11": 120}
 PAPER_MILESTONES = {"resnet20": [56 / 85, 71 / 85], "resnet56": [56 / 85, 71 / 85],
                     "wrn20": [0.5, 0.75], "vgg11": [0.5, 0.75]}
 CPU_PLAN = {
-    # model: (train_subset, epochs per training); WRN-20 and VGG-11 (Figs. 6-7) at full width
-    # on the same cut as ResNet-20: 160 SGD steps per training, about 4x (VGG-11) and 10x
-    # (WRN-20) ResNet-20's time per step on one CPU core (lottery_step_time records)
-    "resnet20": (4000, 5),
-    "resnet56": (4000, 5),
-    "wrn20": (4000, 5),
-    "vgg11": (4000, 5),
+    # model: (train_subset, epochs per training, first-stage width; 0: the paper's network).
+    # WRN-20 and VGG-11 (Figs. 6-7) on ResNet-20's cut, 160 SGD steps per training. VGG-11 at
+    # full width (about 4x ResNet-20's time per step on one core); WRN-20 at width 32, half the
+    # paper's 64 (at 64 it is about 10x ResNet-20's time per step, some 4 core-hours for the
+    # three methods): still twice ResNet-20's width.
+    "resnet20": (4000, 5, 0),
+    "resnet56": (4000, 5, 0),
+    "wrn20": (4000, 5, 32),
+    "vgg11": (4000, 5, 0),
 }
 CPU_LAM_SCALE = 25.0
 """lambda multiplier at the cpu budget (both regularizers, keeping the paper's 3:1 ratio).
@@ -306,7 +308,7 @@ def ticket_spec(budget: str, method: str, model: str = "resnet20", dataset: str 
                 seed: int = 0, **overrides):
     """The ``lottery_tickets`` spec of ``method`` at ``budget`` (smoke / cpu / paper).
 
-    Reduced budgets (cpu, smoke) train each stage ``CPU_PLAN[model]`` (images, epochs), scale
+    Reduced budgets (cpu, smoke) train each stage ``CPU_PLAN[model]`` (images, epochs; width), scale
     the mask's learning rate by the ratio of SGD steps (paper / ours, so that the loss and the
     regularizer move ``m`` as far per round as in the paper), multiply lambda by
     ``CPU_LAM_SCALE`` and train only the final ticket.
@@ -319,10 +321,12 @@ def ticket_spec(budget: str, method: str, model: str = "resnet20", dataset: str 
     else:
         if model not in CPU_PLAN:
             raise ValueError(f"model={model!r} has no cpu plan; allowed: {sorted(CPU_PLAN)}")
-        n, ep = CPU_PLAN[model] if budget == "cpu" else (128, 1)
+        n, ep, width = CPU_PLAN[model] if budget == "cpu" else (128, 1, CPU_PLAN[model][2])
         scale = lt.drift_matched_scale(ep, n, paper_epochs=PAPER_EPOCHS[model])
         kw = dict(epochs=ep, train_subset=n, lam_scale=CPU_LAM_SCALE,
                   mask_lr_scale=round(scale, 1), ticket_every_round=False)
+        if width:
+            kw["width"] = width
         if budget == "smoke":
             kw["rounds"] = 2
     kw.update(milestones=PAPER_MILESTONES[model], alpha=CPU_ALPHA, method=method)
