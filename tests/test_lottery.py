@@ -407,6 +407,29 @@ def test_table2_checks_interpolates_inside_only():
     assert meas["T2-no-loss-at-23"] is True  # the l1 ticket at 20% matches the baseline
 
 
+def test_table2_caveat_flags_rising_accuracy_and_test_noise():
+    def rec(points):
+        return {"artifacts": {"rounds": [{"density": d, "test_acc": a} for d, a in points]}}
+
+    # our cpu records: each regularizer's tickets more accurate at every sparser round
+    recs = {"dense": {"metrics": {"final_test_acc": 0.40, "test_n": 1000}},
+            "mask_l1": rec([(0.047, 0.341), (0.0157, 0.396), (0.0093, 0.418)]),
+            "mask_log": rec([(0.338, 0.354), (0.0338, 0.397), (0.0167, 0.431)])}
+    cav = lt.table2_caveat(recs)
+    # sqrt(2 * 0.4 * 0.6 / 1000) = 0.0219 -> 2.2 points
+    assert "under-training" in cav and "2.2 points on 1000 test images" in cav
+    meas, notes = lt.table2_checks(recs)
+    assert meas["T2-l1-1.79"] is not None and cav in notes["T2-l1-1.79"]
+    assert cav not in notes["T2-baseline"]
+    # the noise figure follows the dense accuracy
+    recs["dense"]["metrics"]["final_test_acc"] = 0.90
+    assert "1.3 points" in lt.table2_caveat(recs)
+    # one regularizer not monotone: no flag; no test_n: nothing at all
+    recs["dense"]["metrics"] = {"final_test_acc": 0.30}
+    recs["mask_log"] = rec([(0.338, 0.354), (0.0338, 0.33)])
+    assert lt.table2_caveat(recs) == ""
+
+
 def test_lottery_logistic_task_end_to_end():
     pytest.importorskip("torchvision")
     from replib import experiments as ex

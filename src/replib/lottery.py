@@ -1139,4 +1139,30 @@ def table2_checks(recs: Mapping[str, Mapping], missing_note: str = "not run"
     meas["T2-no-loss-at-23"] = any(a >= base for _, a in good) if good else None
     notes["T2-no-loss-at-23"] = (f"{len(good)} tickets at <= 23.2% unpruned" if good else
                                  "no ticket of ours at <= 23.2% unpruned")
+    caveat = table2_caveat(recs)
+    if caveat:
+        for cid, v in meas.items():
+            if cid != "T2-baseline" and v is not None:
+                notes[cid] += f"; {caveat}"
     return meas, notes
+
+
+def table2_caveat(recs: Mapping[str, Mapping]) -> str:
+    """Why our Table II differences may be weak evidence, read from the records: the standard
+    error of a difference of two test accuracies (binomial, ``sqrt(2 p (1 - p) / n)`` at the
+    dense accuracy ``p`` on ``n`` test images) and, when every regularizer's tickets (two or
+    more) get *more* accurate at each sparser round, the sign of an under-trained network
+    rather than of the paper's effect. Empty when neither applies."""
+    dense = recs["dense"]["metrics"]
+    p, n = dense["final_test_acc"], dense.get("test_n")
+    parts = []
+    pts = [sorted(ticket_points(recs[m]["artifacts"]["rounds"]), reverse=True)
+           for m in ("mask_l1", "mask_log") if m in recs]
+    pts = [q for q in pts if len(q) > 1]
+    if pts and all(all(b[1] > a[1] for a, b in zip(q, q[1:])) for q in pts):
+        parts.append("every regularizer's tickets get more accurate as they get sparser: the "
+                     "sign of under-training, not of the paper's effect")
+    if n:
+        se = 100 * math.sqrt(2 * p * (1 - p) / n)
+        parts.append(f"one standard error of a difference is {se:.1f} points on {n} test images")
+    return "; ".join(parts)
