@@ -300,8 +300,9 @@ on the training set, notebook 02 says more)."""
 CPU_ALPHA = 0.01
 CPU_RESNET56_METHODS: tuple[str, ...] = ("mask_l1", "mask_log")
 """The regularizers notebook 03 trains on ResNet-56 at the cpu budget (with the dense
-baseline), each with a ticket after every round (6 trainings at 3.1x ResNet-20's cost, about
-15 core-minutes here) so that Table II's unpruned rates can be read between rounds."""
+baseline), each with a ticket after every round (6 trainings at 3.1x ResNet-20's cost; the
+committed records took 25 wall-minutes per regularizer and 4 for the dense baseline on two
+workers) so that Table II's unpruned rates can be read between rounds."""
 
 
 def ticket_spec(budget: str, method: str, model: str = "resnet20", dataset: str = "cifar10",
