@@ -241,25 +241,9 @@ PAPER_EPOCH_S = {"vgg19": 38.10, "densenet40": 117.45, "preresnet164": 146.41}
 SCALE_FROM = {"vgg11": "vgg19", "vgg16": "vgg19", "resnet18": "vgg19", "wrn20": "vgg19",
               "resnet20": "preresnet164", "resnet56": "preresnet164",
               "preresnet110": "preresnet164"}
-# A rough count of the CIFAR trainings the catalogue (shared/design/experiments.md) asks for at
-# the paper budget, one seed per setting: (paper, notebook, model, trainings, epochs each).
-PAPER_WORKLOAD = [
-    ("l0", "04_cifar10_resnet20", "resnet20", 3, 160),  # base, NORM, SEP; epochs unstated
-    ("irda", "02_main_results", "resnet18", 4, 120),  # SGD, prox-SGD, sqrt-prox-SGD, iRDA
-    ("irda", "03_architectures_datasets", "vgg16", 4, 120),  # SGD, iRDA x CIFAR-10/100
-    ("irda", "03_architectures_datasets", "vgg19", 4, 120),
-    ("irda", "05_initialization", "resnet18", 4, 120),  # initialization scales s
-    ("irda", "06_parameter_tests", "resnet18", 21, 120),  # lambda sweeps + lambda x gamma grid
-    ("lottery", "02_winning_tickets", "resnet20", 18, 85),  # 3 methods x 3 rounds x 2 datasets
-    ("lottery", "02_winning_tickets", "wrn20", 18, 120),
-    ("lottery", "02_winning_tickets", "vgg11", 18, 120),
-    ("lottery", "03_resnet56_pruning", "resnet56", 9, 85),  # 3 methods x 3 rounds
-    ("lottery", "04_ablations", "resnet20", 12, 85),
-    ("proxns", "01/02_cifar_results", "vgg19", 8, 160),  # base, NS + fine-tune, ProxNS x 2 sets
-    ("proxns", "01/02_cifar_results", "densenet40", 8, 160),
-    ("proxns", "01/02_cifar_results", "preresnet164", 8, 160),
-    ("proxns", "03_comparison", "preresnet110", 4, 160),  # base, NS + fine-tune, ProxNS
-]
+# Datasets the per-epoch seconds above stand for: a CIFAR epoch (50,000 images of 32x32).
+# MNIST's 60,000 images of 28x28 cost about the same with a conv net (0.92x the pixels).
+EPOCH_DATASETS = {"cifar10", "cifar100", "mnist", "fashionmnist"}
 
 
 def _forward_flops(names) -> dict[str, float]:
@@ -283,17 +267,53 @@ def paper_epoch_s(flops: dict[str, float]) -> dict[str, float]:
     return est
 
 
-def paper_estimate() -> tuple[list[list[str]], float]:
-    names = sorted({w[2] for w in PAPER_WORKLOAD} | set(PAPER_EPOCH_S))
-    per_epoch = paper_epoch_s(_forward_flops(names))
+def paper_workload(plan=None) -> tuple[list[tuple], list[str], dict[str, str]]:
+    """The conv-net trainings ``make reproduce BUDGET=paper`` would run, read off the planner
+    (:func:`replib.experiments.plan.plan` of every notebook at the ``paper`` budget): rows of
+    (paper, notebook, model, dataset, runs, training epochs with every stage of a run counted
+    by :func:`~replib.experiments.plan.training_epochs`). A run shared by two notebooks counts
+    once, under the first. Also returns the notebooks whose plan is incomplete (later runs
+    depend on results of earlier ones, so only the first wave is counted) and planning
+    errors per notebook."""
+    from replib.experiments.plan import plan as make_plan
+    from replib.experiments.plan import training_epochs
+
+    if plan is None:
+        plan = make_plan(sorted((ROOT / "notebooks").glob("*/[0-9]*.ipynb")), "paper")
+    known = set(PAPER_EPOCH_S) | set(SCALE_FROM)
+    groups: dict[tuple, list[int]] = {}
+    seen: set[str] = set()
+    for nb in plan.notebooks:
+        for spec in nb.specs:
+            if spec.run_id in seen or spec.model not in known:
+                continue
+            if spec.dataset not in EPOCH_DATASETS:
+                continue
+            seen.add(spec.run_id)
+            g = groups.setdefault((spec.paper, nb.notebook.stem, spec.model, spec.dataset),
+                                  [0, 0])
+            g[0] += 1
+            g[1] += training_epochs(spec)
+    rows = [(*k, runs, epochs) for k, (runs, epochs) in groups.items()]
+    partial = [f"{nb.notebook.parent.name}/{nb.notebook.stem}" for nb in plan.notebooks
+               if nb.blocked_cells and any(k[1] == nb.notebook.stem for k in groups)]
+    errors = {f"{nb.notebook.parent.name}/{nb.notebook.stem}": nb.error.splitlines()[-1]
+              for nb in plan.notebooks if nb.error}
+    return rows, partial, errors
+
+
+def paper_estimate(plan=None) -> tuple[list[list[str]], float, list[str], dict[str, str]]:
+    rows_in, partial, errors = paper_workload(plan)
+    names = sorted({r[2] for r in rows_in} | set(PAPER_EPOCH_S))
+    per_epoch = paper_epoch_s(_forward_flops(sorted(set(names) | set(SCALE_FROM))))
     rows, total = [], 0.0
-    for paper, nb, model, runs, epochs in PAPER_WORKLOAD:
-        hours = runs * epochs * per_epoch[model] / 3600
+    for paper, nb, model, dataset, runs, epochs in rows_in:
+        hours = epochs * per_epoch[model] / 3600
         total += hours
         src = "Table 2a" if model in PAPER_EPOCH_S else f"scaled from {_m(SCALE_FROM[model])}"
-        rows.append([paper, nb, _m(model), str(runs), str(epochs),
+        rows.append([paper, nb, _m(model), dataset, str(runs), str(epochs),
                      f"{per_epoch[model]:.0f} ({src})", f"{hours:.1f}"])
-    return rows, total
+    return rows, total, partial, errors
 
 
 def render_reproduce(results_root: Path, n_notebooks: int) -> str:
@@ -317,21 +337,32 @@ def render_reproduce(results_root: Path, n_notebooks: int) -> str:
     devices = sorted(set().union(*(b["devices"] for b in meas.values()))) if meas else []
     if devices:
         out.append(f"\nDevices in these records: {', '.join(devices)}.\n")
-    rows, total = paper_estimate()
+    rows, total, partial, errors = paper_estimate()
     out += [f"\n**Estimated, not measured: the `paper` budget on a GPU.** No GPU was used to "
-            f"build this book. Each row is trainings x epochs x seconds per epoch; the seconds "
-            f"per epoch are the ProxNS paper's own RTX 2080 measurements (Table 2a, baselines, "
-            f"batch 64) where it reports the network, else scaled from VGG-19 (plain and wide "
-            f"nets) or ResNet-164 (thin residual nets) by forward FLOPs. The training counts "
-            f"are a rough reading of the experiment catalogue with one seed per setting (the "
-            f"papers average up to five). Total: **about {total:.0f} GPU-hours on an RTX "
-            f"2080**, i.e. {total / 24:.0f} GPU-days; MNIST-scale and MLP notebooks add "
-            f"minutes (their `cpu` budget already runs the paper's settings, see the measured "
-            f"table). A current GPU with replib's whole-dataset, bf16, channels_last path should "
-            f"be several times faster than the 2080 figures, but that factor was not measured "
-            f"here.\n\n",
-            _table(["paper", "notebook", "model", "trainings", "epochs", "s/epoch (RTX 2080)",
-                    "GPU-hours"], rows)]
+            f"build this book. The runs are those the planner finds in the notebooks at the "
+            f"`paper` budget (`python -m replib.experiments.reproduce --budget paper "
+            f"--plan-only notebooks/*/*.ipynb`), one seed per setting where the notebooks use "
+            f"one (the papers average up to five); *epochs* counts every stage of a run (IMP's "
+            f"and the masks' rounds and tickets, iRDA's Step 2, fine-tuning). Seconds per epoch "
+            f"are the ProxNS paper's own RTX 2080 measurements (Table 2a, baselines, batch 64) "
+            f"where it reports the network, else scaled from VGG-19 (plain and wide nets) or "
+            f"ResNet-164 (thin residual nets) by forward FLOPs; an MNIST epoch is taken to cost "
+            f"a CIFAR one. Total: **about {total:.0f} GPU-hours on an RTX 2080**, i.e. "
+            f"{total / 24:.0f} GPU-days; MNIST-scale and MLP networks add minutes (their `cpu` "
+            f"budget already runs the paper's settings, see the measured table). A current GPU "
+            f"with replib's whole-dataset, bf16, channels_last path should be several times "
+            f"faster than the 2080 figures, but that factor was not measured here.\n"]
+    if partial:
+        out.append(f"\nA lower bound: the planner sees only the first wave of runs. Runs "
+                   f"that depend on results of earlier ones (IMP at a rate matched to a mask's "
+                   f"sparsity, original NS at proximal NS's pruned fraction, a value chosen on "
+                   f"validation) appear only once those results exist; the notebooks whose "
+                   f"cells waited on a result while planning are {', '.join(partial)}.\n")
+    if errors:
+        out.append("\nPlanning failed for " + "; ".join(f"{k} ({v})" for k, v in errors.items())
+                   + ": its runs are missing from the table.\n")
+    out += ["\n", _table(["paper", "notebook", "model", "dataset", "runs", "epochs",
+                          "s/epoch (RTX 2080)", "GPU-hours"], rows)]
     return "".join(out)
 
 

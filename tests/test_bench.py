@@ -220,3 +220,52 @@ def test_normalize_does_not_touch_its_input_and_batches_in_order_are_views():
     assert torch.equal(x, before)
     xs = [b for b, _ in data.batches(split, 128)]
     assert torch.equal(torch.cat(xs), split.normalize(split.images))
+
+
+def test_training_epochs_counts_every_stage():
+    from replib.experiments import make_spec
+    from replib.experiments.plan import training_epochs
+
+    def lt(method, **kw):
+        return make_spec("lottery", "lottery_tickets", dataset="cifar10", model="resnet20",
+                         epochs=10, budget="smoke", method=method, **kw)
+
+    # IMP: the dense training plus one per round; masks: rounds searches plus the tickets
+    assert training_epochs(lt("imp", rounds=3)) == 40
+    assert training_epochs(lt("imp", rounds=0)) == 10
+    assert training_epochs(lt("mask_log", rounds=3, ticket_every_round=True)) == 60
+    assert training_epochs(lt("mask_log", rounds=3, ticket_every_round=False)) == 40
+
+    def ir(method):
+        return make_spec("irda", "irda", dataset="cifar10", model="resnet18", epochs=8,
+                         budget="smoke", method=method, retrain_epochs=3)
+
+    assert training_epochs(ir("irda")) == 11 and training_epochs(ir("sgd")) == 8
+    ns = make_spec("proxns", "proxns_proximal_ns", dataset="cifar10", model="vgg19", epochs=6,
+                   budget="smoke", finetune_epochs=2)
+    assert training_epochs(ns) == 8
+    l0 = make_spec("l0", "l0_train_prune", dataset="mnist", model="lenet300", epochs=5,
+                   budget="smoke", finetune_epochs=2, scopes=["global", "layer"],
+                   compressions=[2.0, 8.0, 32.0], finetune_compressions=[8.0, 32.0],
+                   finetune_scopes=["global"])
+    assert training_epochs(l0) == 5 + 2 * 1 * 2
+
+
+def test_paper_workload_groups_planned_runs_once(tmp_path):
+    from replib.experiments import make_spec
+    from replib.experiments.plan import NotebookPlan, Plan
+
+    a = make_spec("irda", "irda", dataset="cifar10", model="resnet18", epochs=120,
+                  budget="paper", method="irda", retrain_epochs=40)
+    b = make_spec("irda", "irda", dataset="cifar10", model="resnet18", epochs=120,
+                  budget="paper", method="sgd")
+    mlp = make_spec("acnn", "acnn_l0", dataset="cifar10", model="mlp3072", epochs=200,
+                    budget="paper", lam=10.0)
+    nb1 = NotebookPlan(tmp_path / "irda" / "02_main.ipynb", "paper", [a, b, mlp], [a, b, mlp],
+                       blocked_cells=[4])
+    nb2 = NotebookPlan(tmp_path / "irda" / "06_params.ipynb", "paper", [a], [a],
+                       error="Traceback\nValueError: boom")
+    rows, partial, errors = report.paper_workload(Plan([nb1, nb2]))
+    # the shared run counts once (under the first notebook); the MLP is not a conv-net row
+    assert rows == [("irda", "02_main", "resnet18", "cifar10", 2, 160 + 120)]
+    assert partial == ["irda/02_main"] and errors == {"irda/06_params": "ValueError: boom"}
