@@ -221,3 +221,15 @@ def test_paper_budget_specs_are_the_papers_settings() -> None:
                             **IR.setting(dataset, "paper"))
         assert spec.hp["batch_size"] == 128 and spec.hp["retrain_epochs"] == 40
         assert spec.hp["augment"] == (dataset != "mnist")
+
+
+def test_long_setting_is_longer_than_the_cut_on_all_training_images():
+    cut, long = IR.setting("cifar10", "cpu"), IR.long_setting("cifar10", "cpu")
+    assert long["train_subset"] == 0 and long["val_size"] == 5000
+    assert long["width_div"] == cut["width_div"] and long["augment"]
+    assert long["epochs"] * 45000 > 20 * cut["epochs"] * cut["train_subset"]
+    assert IR.long_setting("cifar10", "paper") is None
+    with pytest.raises(ValueError, match="cifar10 only"):
+        IR.long_setting("mnist", "cpu")
+    with pytest.raises(ValueError):
+        IR.long_setting("cifar10", "gpu")
