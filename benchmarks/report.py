@@ -304,8 +304,7 @@ def paper_workload(plan=None) -> tuple[list[tuple], list[str], dict[str, str]]:
 
 def paper_estimate(plan=None) -> tuple[list[list[str]], float, list[str], dict[str, str]]:
     rows_in, partial, errors = paper_workload(plan)
-    names = sorted({r[2] for r in rows_in} | set(PAPER_EPOCH_S))
-    per_epoch = paper_epoch_s(_forward_flops(sorted(set(names) | set(SCALE_FROM))))
+    per_epoch = paper_epoch_s(_forward_flops(sorted(set(PAPER_EPOCH_S) | set(SCALE_FROM))))
     rows, total = [], 0.0
     for paper, nb, model, dataset, runs, epochs in rows_in:
         hours = epochs * per_epoch[model] / 3600

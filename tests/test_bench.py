@@ -249,6 +249,10 @@ def test_training_epochs_counts_every_stage():
                    compressions=[2.0, 8.0, 32.0], finetune_compressions=[8.0, 32.0],
                    finetune_scopes=["global"])
     assert training_epochs(l0) == 5 + 2 * 1 * 2
+    # a task that declares no stages trains spec.epochs
+    dense = make_spec("compare", "dense", dataset="mnist", model="lenet300", epochs=7,
+                      budget="smoke")
+    assert training_epochs(dense) == 7
 
 
 def test_paper_workload_groups_planned_runs_once(tmp_path):

@@ -152,36 +152,14 @@ class Plan:
 
 
 def training_epochs(spec: RunSpec) -> int:
-    """Epochs of training one run of ``spec`` performs, all its stages counted (for cost
-    estimates; an epoch of a stage on a data subset counts as a whole epoch):
+    """Epochs of training one run of ``spec`` performs, every stage counted (IMP's rounds,
+    iRDA's Step 2, fine-tuning...), as the task declares it (``task(..., train_epochs=)``);
+    ``spec.epochs`` for a task that declares nothing. For cost estimates: an epoch of a stage
+    on a data subset counts as a whole epoch."""
+    from .spec import get_task
 
-    * ``lottery_tickets``: IMP trains ``rounds + 1`` times (the dense network, then after each
-      pruning round); the mask methods search for ``rounds`` rounds and train the ticket of
-      every round (``ticket_every_round``) or of the last one;
-    * ``irda``: Step 1, plus ``retrain_epochs`` of Step 2 for the iRDA method;
-    * ``proxns_*``: training plus ``finetune_epochs`` (original and proximal NS);
-    * ``l0_train_prune``: training plus ``finetune_epochs`` for every (scope, compression)
-      point that is fine-tuned;
-    * every other task: ``spec.epochs``.
-    """
-    hp, e = spec.hp, spec.epochs
-    if spec.task == "lottery_tickets":
-        rounds = int(hp.get("rounds", 0))
-        if hp.get("method") == "imp":
-            return (rounds + 1) * e
-        return rounds * e + (rounds if hp.get("ticket_every_round") else 1) * e
-    if spec.task == "irda":
-        return e + (int(hp.get("retrain_epochs", 0)) if hp.get("method") == "irda" else 0)
-    if spec.task in ("proxns_original_ns", "proxns_proximal_ns"):
-        return e + int(hp.get("finetune_epochs", 0))
-    if spec.task == "l0_train_prune" and hp.get("finetune_epochs", 0):
-        ft_scopes = list(hp.get("finetune_scopes") or []) or list(hp.get("scopes") or [])
-        ft_cs = [float(c) for c in hp.get("finetune_compressions") or []]
-        n_scopes = sum(1 for sc in hp.get("scopes") or [] if sc in ft_scopes)
-        n_cs = sum(1 for c in hp.get("compressions") or []
-                   if not ft_cs or any(abs(float(c) - x) < 1e-9 for x in ft_cs))
-        return e + int(hp["finetune_epochs"]) * n_scopes * n_cs
-    return e
+    fn = get_task(spec.task).train_epochs
+    return int(fn(spec.hp, spec.epochs)) if fn else spec.epochs
 
 
 def _unique(specs: Iterable[RunSpec]) -> list[RunSpec]:

@@ -33,17 +33,24 @@ class Task:
     models: tuple[str, ...] | None = None  # None: any model of the registry
     datasets: tuple[str, ...] | None = None  # None: any dataset of replib.data
     doc: str = ""
+    # epochs of training one run performs, every stage counted, from (hparams, epochs); None:
+    # just ``epochs`` (for cost estimates, ``replib.experiments.plan.training_epochs``)
+    train_epochs: Callable[[Mapping[str, Any], int], int] | None = None
 
 
 TASKS: dict[str, Task] = {}
 
 
-def task(name: str, *, defaults: Mapping[str, Any], models=None, datasets=None):
-    """Register a training task: ``fn(spec, ctx) -> {"history": [...], "metrics": {...}}``."""
+def task(name: str, *, defaults: Mapping[str, Any], models=None, datasets=None,
+         train_epochs: Callable[[Mapping[str, Any], int], int] | None = None):
+    """Register a training task: ``fn(spec, ctx) -> {"history": [...], "metrics": {...}}``.
+    ``train_epochs(hp, epochs)``: the epochs one run trains, all stages counted (default:
+    ``epochs``)."""
 
     def wrap(fn: Callable) -> Callable:
         TASKS[name] = Task(name, fn, dict(defaults), tuple(models) if models else None,
-                           tuple(datasets) if datasets else None, fn.__doc__ or "")
+                           tuple(datasets) if datasets else None, fn.__doc__ or "",
+                           train_epochs)
         return fn
 
     return wrap

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -39,11 +38,11 @@ from ..baselines.l0hc import L0GatedMLP
 from ..baselines.structure import shrink_sparse_mlp
 from ..data import Split, train_val_split
 from ..experiments.spec import task
-from ..experiments.store import checkpoints_root
+from ..experiments.store import checkpoints_root, write_json_atomic
 from ..metrics import count_params, evaluate, flops, neuron_compression_rate
 from ..rl import DDPGAgent, DDPGConfig, NeuronPruningEnv, run_search
 from ..sparsity.shrink import shrink_mlp
-from ..train import fit, multistep_schedule, seed_everything
+from ..train import _atomic_save, fit, multistep_schedule, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -257,12 +256,8 @@ def dense_network(spec, ctx, train: Split, val: Split, test: Split) -> tuple[nn.
         folder.mkdir(parents=True, exist_ok=True)
         # two workers may train the same dense network at once (deterministic, so either copy
         # is right): per-process temporary names keep each write whole
-        tmp = folder / f".history.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(history))
-        tmp.replace(folder / "history.json")
-        tmp = folder / f".model.pt.tmp{os.getpid()}"
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(weights)
+        write_json_atomic(folder / "history.json", history)
+        _atomic_save(model.state_dict(), weights)
     model = model.to(ctx.device).eval()
     info = {
         "dense_val_acc": evaluate(model, val, device=ctx.device)["acc"],

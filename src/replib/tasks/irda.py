@@ -149,6 +149,8 @@ def _best_val_index(rows: list[dict]) -> int:
 
 
 @task("irda", defaults=IRDA_DEFAULTS, models=("resnet18", "vgg16", "vgg19"),
+      train_epochs=lambda hp, e: e + (int(hp["retrain_epochs"]) if hp["method"] == "irda"
+                                      else 0),  # Step 1, then Step 2 for iRDA
       datasets=("mnist", "cifar10", "cifar100"))
 def irda(spec, ctx):
     """Train with SGD / prox-SGD / sqrt(t)-prox-SGD / iRDA (Steps 1-2); see the module doc."""

@@ -122,7 +122,25 @@ def _build_model(spec, num_classes: int):
     return models.get(spec.model, num_classes=num_classes, **kw)
 
 
-@task("l0_train_prune", defaults=L0_DEFAULTS)
+def _finetuned(hp):
+    """``(scope, compression) -> bool``: whether that point of the prune curve is fine-tuned
+    (``finetune_scopes`` / ``finetune_compressions``; empty: every one)."""
+    ft_scopes = list(hp["finetune_scopes"]) or list(hp["scopes"])
+    ft_cs = [float(c) for c in hp["finetune_compressions"]]
+    return lambda scope, c: scope in ft_scopes and (not ft_cs or
+                                                    any(abs(c - x) < 1e-9 for x in ft_cs))
+
+
+def _train_prune_epochs(hp, epochs: int) -> int:
+    """Training, plus ``finetune_epochs`` for every fine-tuned point of the prune curve."""
+    if not hp["finetune_epochs"]:
+        return epochs
+    is_ft = _finetuned(hp)
+    points = sum(is_ft(s, float(c)) for s in hp["scopes"] for c in hp["compressions"])
+    return epochs + int(hp["finetune_epochs"]) * points
+
+
+@task("l0_train_prune", defaults=L0_DEFAULTS, train_epochs=_train_prune_epochs)
 def l0_train_prune(spec, ctx):
     """Train with the l0 paper's penalty, then prune / fine-tune to a list of compressions."""
     hp = spec.hp
@@ -176,12 +194,9 @@ def l0_train_prune(spec, ctx):
         idx = torch.randperm(len(train), generator=g)[:hp["finetune_subset"]]
         ft_train = train.subset(idx.to(train.labels.device), "fine-tune subset")
     ft_hp = dict(hp, lr=hp["finetune_lr"])
-    ft_cs = [float(c) for c in hp["finetune_compressions"]]
-    ft_scopes = list(hp["finetune_scopes"]) or list(hp["scopes"])
     ft_histories: dict[str, list] = {}
 
-    def ft_points(scope, c):
-        return scope in ft_scopes and (not ft_cs or any(abs(c - x) < 1e-9 for x in ft_cs))
+    ft_points = _finetuned(hp)
 
     def ft_fn(pruned, scope, c):
         key = f"{scope}-{c:g}"

@@ -164,7 +164,17 @@ def _ticket_splits(spec, ctx):
     return train, val, test
 
 
+def _ticket_epochs(hp, epochs: int) -> int:
+    """IMP trains ``rounds + 1`` times (dense, then after each pruning round); the mask
+    methods search ``rounds`` rounds and train the ticket of every round or of the last."""
+    rounds = int(hp["rounds"])
+    if hp["method"] == "imp":
+        return (rounds + 1) * epochs
+    return (rounds + (rounds if hp["ticket_every_round"] else 1)) * epochs
+
+
 @task("lottery_tickets", defaults=TICKET_DEFAULTS, models=TICKET_MODELS,
+      train_epochs=_ticket_epochs,
       datasets=("cifar10", "cifar100"))
 def lottery_tickets(spec, ctx):
     """Search a sparse subnetwork with one method for ``rounds`` rounds with rewinding to

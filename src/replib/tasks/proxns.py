@@ -162,6 +162,11 @@ def _finish(spec, ctx, model, masks, train, val, test, history, hp, extra_metric
     }
 
 
+def _slimming_epochs(hp, epochs: int) -> int:
+    """Training, then fine-tuning the pruned network."""
+    return epochs + int(hp["finetune_epochs"])
+
+
 @task("proxns_baseline", defaults=SLIMMING_DEFAULTS, models=MODELS, datasets=DATASETS)
 def baseline(spec, ctx):
     """Train the unpruned network with no penalty on the BN scales (Table 2, Baseline)."""
@@ -188,7 +193,8 @@ def baseline(spec, ctx):
     }
 
 
-@task("proxns_original_ns", defaults=NS_DEFAULTS, models=MODELS, datasets=DATASETS)
+@task("proxns_original_ns", defaults=NS_DEFAULTS, models=MODELS, datasets=DATASETS,
+      train_epochs=_slimming_epochs)
 def original_ns(spec, ctx):
     """Original network slimming: subgradient l1 (Eq. (3b)), global percent pruning, fine-tune.
 
@@ -205,7 +211,8 @@ def original_ns(spec, ctx):
                    {"hist_gamma": log_histogram(gammas.values())})
 
 
-@task("proxns_proximal_ns", defaults=PROX_DEFAULTS, models=MODELS, datasets=DATASETS)
+@task("proxns_proximal_ns", defaults=PROX_DEFAULTS, models=MODELS, datasets=DATASETS,
+      train_epochs=_slimming_epochs)
 def proximal_ns(spec, ctx):
     """Proximal NS (Algorithm 1): prune exactly the channels whose xi is 0, then fine-tune.
 
