@@ -316,20 +316,56 @@ def test_table2_claims_compare_the_two_methods_and_skip_untrained_runs() -> None
     assert meas["C-vgg19-c10-px-prune-drop"] is None  # degenerate wins over "judged at cut"
 
 
-def test_longer_pair_replaces_only_vgg19_statements_and_keeps_the_short_value() -> None:
+def test_longer_pair_replaces_only_its_networks_statements_and_keeps_the_short_value() -> None:
     px, ns = _vgg_pair((0.80, 0.2, 81.0, 0.798), (0.81, 40.0, 80.0, 0.41))
     px["spec"]["epochs"] = 24
+    px["spec"]["hparams"]["train_subset"] = 10_000
     short = {"C-vgg19-c10-px-prune-drop": 40.7, "C-vgg19-c10-ns-collapse": False,
-             "C-resnet164-c10-px-prune-drop": 18.6, "T2-vgg19-c10-px-params": None}
+             "C-resnet164-c10-px-prune-drop": 18.6, "T2-vgg19-c10-px-params": None,
+             "C-densenet40-c10-px-prune-drop": None}
     values, notes = proxns.judge_on_long(short, {}, {"proximal": px, "original": ns})
     assert values["C-vgg19-c10-px-prune-drop"] == 0.2
     assert values["C-vgg19-c10-ns-collapse"] is True  # 40.0 - 0.2 >= 10 points
     assert values["C-vgg19-c10-params-ge"] == pytest.approx(1.0)
     assert values["C-resnet164-c10-px-prune-drop"] == 18.6  # other networks untouched
+    assert values["C-densenet40-c10-px-prune-drop"] is None
     assert values["T2-vgg19-c10-px-params"] is None  # magnitudes stay the cut's
-    assert "24-epoch" in notes["C-vgg19-c10-px-prune-drop"]
+    assert "24-epoch, 10,000-image VGG-19 pair" in notes["C-vgg19-c10-px-prune-drop"]
     assert "40.70" in notes["C-vgg19-c10-px-prune-drop"]
     assert proxns.judge_on_long(short, {}, None) == (short, {})
+    # a DenseNet-40 pair replaces DenseNet-40's statements, "not testable" ones included
+    for r in (px, ns):
+        r["spec"]["model"] = "densenet40"
+    values, notes = proxns.judge_on_long(short, {}, {"proximal": px, "original": ns})
+    assert values["C-densenet40-c10-px-prune-drop"] == 0.2
+    assert values["C-densenet40-c10-ns-collapse"] is True
+    assert values["C-vgg19-c10-px-prune-drop"] == 40.7
+    assert "not testable" in notes["C-densenet40-c10-px-prune-drop"]
+    assert "DenseNet-40 pair" in notes["C-densenet40-c10-px-prune-drop"]
+    ns["spec"]["model"] = "vgg19"
+    with pytest.raises(ValueError, match="one network"):
+        proxns.judge_on_long(short, {}, {"proximal": px, "original": ns})
+
+
+def test_long_pairs_are_those_of_the_budget_and_reject_bad_input() -> None:
+    assert proxns.long_records("preresnet164", "cpu") is None  # no pair: nothing is run
+    assert proxns.long_records("vgg19", "paper") is None
+    with pytest.raises(ValueError, match="not known"):
+        proxns.long_records("vgg16", "cpu")
+    with pytest.raises(ValueError):
+        proxns.long_records("vgg19", "gpu")
+    # DenseNet-40's pair: as many SGD steps as VGG-19's (24 epochs on 10,000 images)
+    d = proxns.run_spec("densenet40", "proximal", "cpu", **proxns.LONG["cpu"]["densenet40"])
+    v = proxns.run_spec("vgg19", "proximal", "cpu", **proxns.LONG["cpu"]["vgg19"])
+    assert (d.epochs, dict(d.hparams)["train_subset"]) == (24, 10_000)
+    assert (v.epochs, dict(v.hparams)["train_subset"]) == (24, 10_000)
+    cut = proxns.run_spec("densenet40", "proximal", "cpu")
+    # kappa ~ 1 / (steps before the first LR drop): 2 epochs of 79 vs 12 epochs of 157 steps
+    assert dict(cut.hparams)["lam"] / dict(d.hparams)["lam"] == pytest.approx(12 * 157 / (2 * 79))
+    with pytest.raises(ValueError, match="n_train"):
+        proxns.run_spec("densenet40", "proximal", "cpu", n_train=0)
+    assert dict(proxns.run_spec("vgg19", "baseline", "cpu", n_train=50_000).hparams)[
+        "train_subset"] == 0  # all images
 
 
 def test_run_spec_epochs_override_rescales_the_penalty() -> None:

@@ -362,11 +362,15 @@ CUTS = {
     "cpu": {"vgg19": (0.25, 10_000, 6, 2), "deep": (0.25, 5_000, 4, 0)},
     "paper": {"vgg19": (1.0, 50_000, 160, 160), "deep": (1.0, 50_000, 160, 160)},
 }
-LONG_EPOCHS = {"smoke": 2, "cpu": 24, "paper": None}
-"""VGG-19's longer pair of runs (proximal, then original NS at its matched fraction) in notebook
-02: four times the ``cpu`` cut's epochs, everything else equal; the claims a cut can test are
-judged on it, the longest training we can afford on a CPU. None: the budget's own runs are
-already the paper's length."""
+LONG = {"smoke": {"vgg19": {"epochs": 2}},
+        "cpu": {"vgg19": {"epochs": 24}, "densenet40": {"epochs": 24, "n_train": 10_000}},
+        "paper": {}}
+"""The longer pairs of runs (proximal NS, then original NS at its matched fraction) of notebook
+02, per budget and network: what departs from the budget's own cut, everything else equal. At
+``cpu``, VGG-19 trains 24 epochs (four times its cut) and DenseNet-40 24 epochs on 10,000
+images (six times its cut's epochs on twice its images, the same steps as VGG-19's pair). The
+statements a cut can test are judged on them, the longest training we can afford on a CPU.
+Empty at ``paper``: the budget's own runs are already the paper's length."""
 METHOD_TASKS = {"baseline": "proxns_baseline", "original": "proxns_original_ns",
                 "proximal": "proxns_proximal_ns"}
 
@@ -393,14 +397,15 @@ def budget_cut(model: str, budget: str) -> dict:
 
 def run_spec(model: str, method: str, budget: str, dataset: str = "cifar10",
              percent: float | None = None, seed: int = 0, beta: float | None = None,
-             drift_fraction: float | None = None, epochs: int | None = None):
+             drift_fraction: float | None = None, epochs: int | None = None,
+             n_train: int | None = None):
     """The spec every notebook uses for (model, method, budget): one record per setting.
 
     ``percent`` (original NS only) is the fraction of channels to prune; the notebooks pass the
     proximal NS run's fraction (as the paper's Table 2 does, "about the same proportion").
     ``beta`` and ``drift_fraction`` override the budget's choices (ablations; proximal NS only).
-    ``epochs`` overrides the budget's training length (lam, s rescaled for it as the budget's
-    own are; the longer-run section of notebook 02).
+    ``epochs`` and ``n_train`` override the budget's training length and subset (lam, s
+    rescaled for them as the budget's own are; the longer pairs of notebook 02, :data:`LONG`).
     """
     from . import experiments as ex
 
@@ -411,6 +416,10 @@ def run_spec(model: str, method: str, budget: str, dataset: str = "cifar10",
         if int(epochs) < 1:
             raise ValueError(f"epochs={epochs} must be >= 1")
         cut["epochs"] = int(epochs)
+    if n_train is not None:
+        if not 1 <= int(n_train) <= 50_000:
+            raise ValueError(f"n_train={n_train} must be in 1..50000 (CIFAR's training images)")
+        cut["n_train"] = int(n_train)
     pen = penalty_settings(model, cut["n_train"], cut["epochs"], beta=beta)
     if drift_fraction is not None and budget != "paper":
         p = paper_settings(model)
@@ -807,39 +816,49 @@ def fill_missing(notebook: str, values: Mapping, notes: Mapping, reason: str
     return values, notes
 
 
-def long_vgg_records(budget: str, rerun: bool = False) -> dict | None:
-    """Run (or look up) VGG-19's longer pair at :data:`LONG_EPOCHS`: ``{"proximal": record,
+def long_records(model: str, budget: str, rerun: bool = False) -> dict | None:
+    """Run (or look up) ``model``'s longer pair of :data:`LONG`: ``{"proximal": record,
     "original": record}``, original NS pruned to the proximal run's matched fraction; None when
-    the budget has no longer pair."""
+    the budget has no longer pair for ``model``."""
     from . import experiments as ex
+    from .experiments.budgets import check_budget
 
-    epochs = LONG_EPOCHS[budget]
-    if epochs is None:
+    check_budget(budget)
+    if model not in MODELS:
+        raise ValueError(f"model={model!r} is not known; allowed values: {list(MODELS)}")
+    over = LONG[budget].get(model)
+    if over is None:
         return None
-    px = ex.run(run_spec("vgg19", "proximal", budget, epochs=epochs), rerun=rerun)
-    ns = ex.run(run_spec("vgg19", "original", budget, epochs=epochs,
-                         percent=matched_percent(px["metrics"])), rerun=rerun)
+    px = ex.run(run_spec(model, "proximal", budget, **over), rerun=rerun)
+    ns = ex.run(run_spec(model, "original", budget, percent=matched_percent(px["metrics"]),
+                         **over), rerun=rerun)
     return {"proximal": px, "original": ns}
 
 
 def judge_on_long(values: Mapping, notes: Mapping, long: Mapping[str, Mapping] | None,
                   ds: str = "c10") -> tuple[dict, dict]:
-    """Replace VGG-19's Sec. 5.2 statements (``C-vgg19-*``) in ``values`` by those of the longer
-    pair of :func:`long_vgg_records`, noting the budget's own (shorter) value beside; unchanged
-    when ``long`` is None."""
+    """Replace a network's Sec. 5.2 statements (``C-<net>-*``) in ``values`` by those of its
+    longer pair of :func:`long_records`, noting the budget's own (shorter) value beside;
+    unchanged when ``long`` is None. Magnitudes (``T2-*``) stay the budget's own."""
     values, notes = dict(values), dict(notes)
     if long is None:
         return values, notes
-    lv, lwhy = table2_claims({("vgg19", "proximal"): long["proximal"],
-                              ("vgg19", "original"): long["original"]}, ds=ds)
-    epochs = long["proximal"]["spec"]["epochs"]
+    model = long["proximal"]["spec"]["model"]
+    if long["original"]["spec"]["model"] != model:
+        raise ValueError("a longer pair must be of one network: "
+                         f"{model} and {long['original']['spec']['model']}")
+    lv, lwhy = table2_claims({(model, "proximal"): long["proximal"],
+                              (model, "original"): long["original"]}, ds=ds)
+    spec = long["proximal"]["spec"]
+    n = spec["hparams"].get("train_subset") or 50_000
+    pair = f"{spec['epochs']}-epoch, {n:,}-image {PAPER_NAMES[model]} pair"
     for cid, v in lv.items():
-        if not cid.startswith(f"C-vgg19-{ds}-"):
+        if not cid.startswith(f"C-{CLAIM_KEYS[model]}-{ds}-"):
             continue
         short = values.get(cid)
         short = "not testable" if short is None else (
             f"{short:.2f}" if isinstance(short, float) else str(short))
         values[cid] = v
-        notes[cid] = (f"judged on the {epochs}-epoch VGG-19 pair (the shorter cut's value: "
-                      f"{short})" + (f"; {lwhy[cid]}" if cid in lwhy else ""))
+        notes[cid] = (f"judged on the {pair} (the shorter cut's value: {short})"
+                      + (f"; {lwhy[cid]}" if cid in lwhy else ""))
     return values, notes
