@@ -348,7 +348,7 @@ def test_longer_pair_replaces_only_its_networks_statements_and_keeps_the_short_v
 
 
 def test_long_pairs_are_those_of_the_budget_and_reject_bad_input() -> None:
-    assert proxns.long_records("preresnet164", "cpu") is None  # no pair: nothing is run
+    assert proxns.long_records("preresnet110", "cpu") is None  # no pair: nothing is run
     assert proxns.long_records("vgg19", "paper") is None
     with pytest.raises(ValueError, match="not known"):
         proxns.long_records("vgg16", "cpu")
