@@ -54,3 +54,13 @@ def test_evaluate_counts_top1_and_top5():
                   DATASETS["mnist"], {})
     ev = metrics.evaluate(Fixed(), split)
     assert ev["acc"] == 0.25 and ev["top5"] == 0.75 and math.isfinite(ev["loss"])
+
+
+def test_diff_se_is_the_binomial_standard_error_of_a_difference() -> None:
+    # two independent accuracies near 0.5 on 1,000 images: sqrt(2 * 0.25 / 1000)
+    assert metrics.diff_se(0.5, 1000) == pytest.approx(math.sqrt(0.0005))
+    assert metrics.diff_se(0.9, 100) == pytest.approx(math.sqrt(2 * 0.09 / 100))
+    assert metrics.diff_se(1.0, 50) == 0.0
+    for acc, n in ((1.2, 10), (0.5, 0)):
+        with pytest.raises(ValueError, match="diff_se"):
+            metrics.diff_se(acc, n)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import have_data
@@ -294,7 +296,7 @@ def _vgg_pair(px: tuple[float, float, float, float], ns: tuple[float, float, flo
               ) -> tuple[dict, dict]:
     """Fake VGG-19 proximal / original NS records from (trained acc, drop in points,
     % params pruned, pruned acc) each; 70% of the channels pruned, no exact zeros in NS."""
-    common = dict(channels_pruned_pct=70.0)
+    common = dict(channels_pruned_pct=70.0, test_n=1000)
     keys = ("test_acc_trained", "acc_drop_pruning_pts", "params_pruned_pct", "test_acc_pruned")
     return (_fake("proxns_proximal_ns", **dict(zip(keys, px)), flops_pruned_pct=50.0, **common),
             _fake("proxns_original_ns", **dict(zip(keys, ns)), flops_pruned_pct=55.0,
@@ -376,3 +378,13 @@ def test_run_spec_epochs_override_rescales_the_penalty() -> None:
     assert dict(short.hparams)["lam"] / dict(long.hparams)["lam"] == pytest.approx(4.0)
     with pytest.raises(ValueError, match="epochs"):
         proxns.run_spec("vgg19", "proximal", "cpu", epochs=0)
+
+
+def test_collapse_gap_and_its_standard_error() -> None:
+    px, ns = _vgg_pair((0.65, 12.2, 48.3, 0.529), (0.72, 22.5, 48.1, 0.495))  # 1,000 images
+    gap, se = proxns.collapse_gap(px, ns)
+    assert gap == pytest.approx(10.3)
+    # sqrt(2 * .65 * .35 / 1000 + 2 * .72 * .28 / 1000), in points
+    assert se == pytest.approx(100 * math.sqrt((2 * .65 * .35 + 2 * .72 * .28) / 1000))
+    values, _ = proxns.table2_claims({("vgg19", "proximal"): px, ("vgg19", "original"): ns})
+    assert values["C-vgg19-c10-ns-collapse"] is True  # 10.3 >= COLLAPSE_POINTS

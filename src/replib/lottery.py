@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .metrics import diff_se
 from .sparsity import masks as masks_mod
 from .sparsity import penalties
 from .sparsity.prune import imp_round
@@ -889,12 +890,6 @@ def plot_tickets(df, hue: str = "label", dense_acc: float | None = None, title: 
     return ax.figure
 
 
-def diff_se(acc: float, n: int) -> float:
-    """Standard error of the difference of two independent accuracies near ``acc`` on ``n``
-    test images each: ``sqrt(2 acc (1 - acc) / n)``."""
-    return math.sqrt(2 * acc * (1 - acc) / n)
-
-
 def verdicts(checks: Mapping[str, bool | None], notes: Mapping[str, str]) -> str:
     """One sentence per checked statement: holds / does not hold / not checked, with its note."""
     word = {True: "holds", False: "does not hold", None: "not checked"}
@@ -1163,6 +1158,6 @@ def table2_caveat(recs: Mapping[str, Mapping]) -> str:
         parts.append("every regularizer's tickets get more accurate as they get sparser: the "
                      "sign of under-training, not of the paper's effect")
     if n:
-        se = 100 * math.sqrt(2 * p * (1 - p) / n)
+        se = 100 * diff_se(p, n)
         parts.append(f"one standard error of a difference is {se:.1f} points on {n} test images")
     return "; ".join(parts)

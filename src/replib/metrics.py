@@ -8,11 +8,13 @@
 * FLOPs: counted by ``torch.utils.flop_counter.FlopCounterMode`` for one input at batch size
   1, i.e. **2 x multiply-accumulates of conv and matmul only** (BN, ReLU, pooling not
   counted). ``sparse_flops`` scales each layer's count by the density of its weight.
-* latency: median wall time of repeated forward passes (ms), after warm-up.
+* latency: median wall time of repeated forward passes (ms), after warm-up;
+* the standard error of a difference of two accuracies: binomial, ``diff_se``.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Iterable
@@ -167,3 +169,11 @@ def latency_ms(
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def diff_se(acc: float, n: int) -> float:
+    """Standard error of the difference of two independent accuracies near ``acc`` on ``n``
+    test images each: ``sqrt(2 acc (1 - acc) / n)``."""
+    if n < 1 or not 0.0 <= acc <= 1.0:
+        raise ValueError(f"diff_se needs 0 <= acc <= 1 and n >= 1, got acc={acc}, n={n}")
+    return math.sqrt(2 * acc * (1 - acc) / n)
