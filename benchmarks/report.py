@@ -328,7 +328,9 @@ def render_reproduce(results_root: Path, n_notebooks: int) -> str:
         rows.append([budget, str(b["runs"]), f"{b['wall_s'] / 3600:.2f} h", per_paper])
     out += [f"**Measured**: training time recorded in the run records now in `data/results/` "
             f"({n_notebooks} notebooks in `notebooks/`). A from-scratch `make reproduce` at "
-            f"a budget retrains exactly these runs, so their summed wall time, on the machine "
+            f"a budget retrains these runs (less any record no notebook asks for yet, such "
+            f"as the first half of an unfinished pair kept to resume from), so their summed "
+            f"wall time, on the machine "
             f"and under the load each record names, is the estimate for that budget (plus "
             f"notebook execution and the book build, minutes). Smoke records are git-ignored "
             f"and only present where `make test` ran.\n\n",

@@ -334,7 +334,7 @@ def test_longer_pair_replaces_only_its_networks_statements_and_keeps_the_short_v
     assert values["C-resnet164-c10-px-prune-drop"] == 18.6  # other networks untouched
     assert values["C-densenet40-c10-px-prune-drop"] is None
     assert values["T2-vgg19-c10-px-params"] is None  # magnitudes stay the cut's
-    assert "24-epoch, 10,000-image VGG-19 pair" in notes["C-vgg19-c10-px-prune-drop"]
+    assert "longer VGG-19 pair, 24 epochs, 10,000 images" in notes["C-vgg19-c10-px-prune-drop"]
     assert "40.70" in notes["C-vgg19-c10-px-prune-drop"]
     assert proxns.judge_on_long(short, {}, None) == (short, {})
     # a DenseNet-40 pair replaces DenseNet-40's statements, "not testable" ones included
@@ -345,7 +345,7 @@ def test_longer_pair_replaces_only_its_networks_statements_and_keeps_the_short_v
     assert values["C-densenet40-c10-ns-collapse"] is True
     assert values["C-vgg19-c10-px-prune-drop"] == 40.7
     assert "not testable" in notes["C-densenet40-c10-px-prune-drop"]
-    assert "DenseNet-40 pair" in notes["C-densenet40-c10-px-prune-drop"]
+    assert "longer DenseNet-40 pair" in notes["C-densenet40-c10-px-prune-drop"]
     ns["spec"]["model"] = "vgg19"
     with pytest.raises(ValueError, match="one network"):
         proxns.judge_on_long(short, {}, {"proximal": px, "original": ns})
@@ -390,3 +390,21 @@ def test_collapse_gap_and_its_standard_error() -> None:
     assert se == pytest.approx(100 * math.sqrt((2 * .65 * .35 + 2 * .72 * .28) / 1000))
     values, _ = proxns.table2_claims({("vgg19", "proximal"): px, ("vgg19", "original"): ns})
     assert values["C-vgg19-c10-ns-collapse"] is True  # 10.3 >= COLLAPSE_POINTS
+
+
+def test_table3_puts_a_longer_run_under_ours_labelled_with_its_length() -> None:
+    px = _vgg_pair((0.65, 12.2, 48.3, 0.529), (0.72, 22.5, 48.1, 0.495))[0]
+    short = _vgg_pair((0.19, 7.9, 95.1, 0.112), (0.36, 27.2, 93.9, 0.088))[0]
+    for r, (e, n) in ((px, (24, 10_000)), (short, (4, 5_000))):
+        r["spec"].update(model="densenet40", epochs=e)
+        r["spec"]["hparams"]["train_subset"] = n
+    assert proxns.run_length(px) == "24 epochs, 10,000 images"
+    rows = proxns.table3_rows({"densenet40": short}, "cpu", longer={"densenet40": px})
+    dense = [r["method"] for r in rows if r["network"] == "DenseNet-40"]
+    assert dense[-3:] == ["Proximal NS (ours, cpu)",
+                          "Proximal NS (ours, cpu, 24 epochs, 10,000 images)",
+                          "Proximal NS (paper)"]
+    assert [r["% params"] for r in rows if "ours" in r["method"]] == [95.1, 48.3]
+    # without a longer run: one row of ours per network run, none for ResNet-110 (not run)
+    rows = proxns.table3_rows({"densenet40": short}, "cpu")
+    assert sum("ours" in r["method"] for r in rows) == 1

@@ -762,16 +762,33 @@ def table2_claims(records: Mapping[tuple[str, str], Mapping],
 JUDGED_AT_CUT_PREFIXES = ("C-", "S1-")
 
 
-def table3_rows(records: Mapping[str, Mapping], budget: str) -> list[dict]:
-    """Table 3: our proximal NS rows (from records keyed by model) and the paper's rows."""
+def run_length(rec: Mapping) -> str:
+    """How long a record trained: ``"24 epochs, 10,000 images"`` (all 50,000 when the spec
+    takes no subset)."""
+    spec = rec["spec"]
+    return f"{spec['epochs']} epochs, {spec['hparams'].get('train_subset') or 50_000:,} images"
+
+
+def table3_rows(records: Mapping[str, Mapping], budget: str,
+                longer: Mapping[str, Mapping] | None = None) -> list[dict]:
+    """Table 3: our proximal NS rows (from records keyed by model) and the paper's rows;
+    ``longer`` (proximal NS records keyed by model, notebook 02's longer pairs) adds a row
+    under ours, labelled with its :func:`run_length`."""
     rows = []
     for (model, method), (par, fl, post, ft) in TABLE3.items():
-        if method == "proximal" and model in records:
-            m = records[model]["metrics"]
-            rows.append({"network": PAPER_NAMES[model], "method": f"Proximal NS (ours, {budget})",
-                         "% params": m["params_pruned_pct"], "% FLOPs": m["flops_pruned_pct"],
-                         "acc pruned": 100 * m["test_acc_pruned"],
-                         "acc fine-tuned": _pct(m.get("test_acc_finetuned"))})
+        if method == "proximal":
+            ours = [(budget, records.get(model)),
+                    (f"{budget}, {run_length(longer[model])}" if longer and model in longer
+                     else "", (longer or {}).get(model))]
+            for label, rec in ours:
+                if rec is None:
+                    continue
+                m = rec["metrics"]
+                rows.append({"network": PAPER_NAMES[model],
+                             "method": f"Proximal NS (ours, {label})",
+                             "% params": m["params_pruned_pct"], "% FLOPs": m["flops_pruned_pct"],
+                             "acc pruned": 100 * m["test_acc_pruned"],
+                             "acc fine-tuned": _pct(m.get("test_acc_finetuned"))})
         name = "Proximal NS (paper)" if method == "proximal" else method
         rows.append({"network": PAPER_NAMES[model], "method": name, "% params": par,
                      "% FLOPs": fl, "acc pruned": post, "acc fine-tuned": ft})
@@ -865,9 +882,7 @@ def judge_on_long(values: Mapping, notes: Mapping, long: Mapping[str, Mapping] |
                          f"{model} and {long['original']['spec']['model']}")
     lv, lwhy = table2_claims({(model, "proximal"): long["proximal"],
                               (model, "original"): long["original"]}, ds=ds)
-    spec = long["proximal"]["spec"]
-    n = spec["hparams"].get("train_subset") or 50_000
-    pair = f"{spec['epochs']}-epoch, {n:,}-image {PAPER_NAMES[model]} pair"
+    pair = f"longer {PAPER_NAMES[model]} pair, {run_length(long['proximal'])}"
     for cid, v in lv.items():
         if not cid.startswith(f"C-{CLAIM_KEYS[model]}-{ds}-"):
             continue
@@ -875,6 +890,6 @@ def judge_on_long(values: Mapping, notes: Mapping, long: Mapping[str, Mapping] |
         short = "not testable" if short is None else (
             f"{short:.2f}" if isinstance(short, float) else str(short))
         values[cid] = v
-        notes[cid] = (f"judged on the {pair} (the shorter cut's value: {short})"
+        notes[cid] = (f"judged on the {pair}; the shorter cut's value: {short}"
                       + (f"; {lwhy[cid]}" if cid in lwhy else ""))
     return values, notes
