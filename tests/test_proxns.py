@@ -320,6 +320,21 @@ def test_table2_claims_compare_the_two_methods_and_skip_untrained_runs() -> None
     assert meas["C-vgg19-c10-px-prune-drop"] is None  # degenerate wins over "judged at cut"
 
 
+def test_gate_notes_give_each_claim_its_own_networks_cut() -> None:
+    cuts = proxns.cut_texts(["densenet40", "preresnet110"], "cpu")
+    assert list(cuts) == ["densenet40", "resnet110"]
+    assert cuts["resnet110"].startswith("ResNet-110: width x0.25, 5000 images, 4+0 epochs")
+    values = {"T3-resnet110-params": 91.04, "T3-densenet40-params": 95.05, "other": 1.0}
+    meas, notes = proxns.gate_claims("cpu", values, [], cuts)
+    assert meas == dict.fromkeys(values)
+    assert notes["T3-resnet110-params"] == (
+        f"not comparable at the cpu budget ({cuts['resnet110']}); ours: 91.04")
+    assert "DenseNet-40" not in notes["T3-resnet110-params"]
+    assert "ResNet-110" not in notes["T3-densenet40-params"]
+    assert "DenseNet-40" in notes["other"] and "ResNet-110" in notes["other"]  # no network: all
+    assert proxns.gate_claims("paper", values, [], cuts) == (values, {})
+
+
 def test_longer_pair_replaces_only_its_networks_statements_and_keeps_the_short_value() -> None:
     px, ns = _vgg_pair((0.80, 0.2, 81.0, 0.798), (0.81, 40.0, 80.0, 0.41))
     px["spec"]["epochs"] = 24
@@ -349,20 +364,45 @@ def test_longer_pair_replaces_only_its_networks_statements_and_keeps_the_short_v
     ns["spec"]["model"] = "vgg19"
     with pytest.raises(ValueError, match="one network"):
         proxns.judge_on_long(short, {}, {"proximal": px, "original": ns})
+    with pytest.raises(ValueError, match="proximal NS run"):
+        proxns.judge_on_long(short, {}, {"original": ns})
+    with pytest.raises(ValueError, match="proximal NS run"):
+        proxns.judge_on_long(short, {}, {"proximal": px, "baseline": ns})
+
+
+def test_a_longer_proximal_run_alone_judges_only_the_pruning_drop() -> None:
+    """Notebook 03's ResNet-110: a longer proximal NS run and no original NS run."""
+    px, _ = _vgg_pair((0.65, 1.5, 40.0, 0.635), (0.6, 30.0, 40.0, 0.3))
+    px["spec"].update(model="preresnet110", epochs=24)
+    px["spec"]["hparams"]["train_subset"] = 10_000
+    short = {"C-resnet110-c10-px-prune-drop": 12.4, "T3-resnet110-params": 91.0,
+             "C-vgg19-c10-px-prune-drop": 0.2}
+    values, notes = proxns.judge_on_long(short, {}, {"proximal": px})
+    assert values == {**short, "C-resnet110-c10-px-prune-drop": 1.5}
+    assert list(notes) == ["C-resnet110-c10-px-prune-drop"]
+    assert notes["C-resnet110-c10-px-prune-drop"] == (
+        "judged on the longer ResNet-110 run, 24 epochs, 10,000 images; "
+        "the shorter cut's value: 12.40")
+    px["metrics"]["test_acc_trained"] = 0.15  # a longer run that learned nothing is not judged
+    values, notes = proxns.judge_on_long(short, {}, {"proximal": px})
+    assert values["C-resnet110-c10-px-prune-drop"] is None
+    assert "15.0%" in notes["C-resnet110-c10-px-prune-drop"]
 
 
 def test_long_pairs_are_those_of_the_budget_and_reject_bad_input() -> None:
-    assert proxns.long_records("preresnet164", "cpu") is None  # no pair: nothing is run
+    assert proxns.long_records("preresnet110", "smoke") is None  # no longer run: nothing is run
     assert proxns.long_records("vgg19", "paper") is None
     with pytest.raises(ValueError, match="not known"):
         proxns.long_records("vgg16", "cpu")
     with pytest.raises(ValueError):
         proxns.long_records("vgg19", "gpu")
     # DenseNet-40's pair: as many SGD steps as VGG-19's (24 epochs on 10,000 images)
-    d = proxns.run_spec("densenet40", "proximal", "cpu", **proxns.LONG["cpu"]["densenet40"])
     v = proxns.run_spec("vgg19", "proximal", "cpu", **proxns.LONG["cpu"]["vgg19"])
-    assert (d.epochs, dict(d.hparams)["train_subset"]) == (24, 10_000)
     assert (v.epochs, dict(v.hparams)["train_subset"]) == (24, 10_000)
+    for deep in ("densenet40", "preresnet164", "preresnet110"):  # the same steps as VGG-19's
+        sp = proxns.run_spec(deep, "proximal", "cpu", **proxns.LONG["cpu"][deep])
+        assert (sp.epochs, dict(sp.hparams)["train_subset"]) == (24, 10_000)
+    d = proxns.run_spec("densenet40", "proximal", "cpu", **proxns.LONG["cpu"]["densenet40"])
     cut = proxns.run_spec("densenet40", "proximal", "cpu")
     # kappa ~ 1 / (steps before the first LR drop): 2 epochs of 79 vs 12 epochs of 157 steps
     assert dict(cut.hparams)["lam"] / dict(d.hparams)["lam"] == pytest.approx(12 * 157 / (2 * 79))

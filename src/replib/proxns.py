@@ -363,14 +363,18 @@ CUTS = {
     "paper": {"vgg19": (1.0, 50_000, 160, 160), "deep": (1.0, 50_000, 160, 160)},
 }
 LONG = {"smoke": {"vgg19": {"epochs": 2}},
-        "cpu": {"vgg19": {"epochs": 24}, "densenet40": {"epochs": 24, "n_train": 10_000}},
+        "cpu": {"vgg19": {"epochs": 24}, "densenet40": {"epochs": 24, "n_train": 10_000},
+                "preresnet164": {"epochs": 24, "n_train": 10_000},
+                "preresnet110": {"epochs": 24, "n_train": 10_000}},
         "paper": {}}
-"""The longer pairs of runs (proximal NS, then original NS at its matched fraction) of notebook
-02, per budget and network: what departs from the budget's own cut, everything else equal. At
-``cpu``, VGG-19 trains 24 epochs (four times its cut) and DenseNet-40 24 epochs on 10,000
-images (six times its cut's epochs on twice its images, the same steps as VGG-19's pair). The
-statements a cut can test are judged on them, the longest training we can afford on a CPU.
-Empty at ``paper``: the budget's own runs are already the paper's length."""
+"""The longer runs per budget and network: what departs from the budget's own cut, everything
+else equal. Notebook 02 runs them as pairs (proximal NS, then original NS at its matched
+fraction); notebook 03 needs the proximal NS run only (Table 3 has no original NS row), so
+ResNet-110's entry is a single run. At ``cpu``, VGG-19 trains 24 epochs (four times its cut)
+and the deep networks 24 epochs on 10,000 images (six times their cut's epochs on twice its
+images: the same SGD steps as VGG-19's). The statements a cut can test are judged on them,
+the longest training we can afford on a CPU. Empty at ``paper``: the budget's own runs are
+already the paper's length."""
 METHOD_TASKS = {"baseline": "proxns_baseline", "original": "proxns_original_ns",
                 "proximal": "proxns_proximal_ns"}
 
@@ -522,11 +526,13 @@ def paper_row(model: str, method: str) -> dict:
 
 
 def gate_claims(budget: str, values: Mapping[str, object], judged_at_cut: Iterable[str],
-                cut: str, notes: Mapping[str, str] | None = None) -> tuple[dict, dict]:
+                cut: str | Mapping[str, str], notes: Mapping[str, str] | None = None
+                ) -> tuple[dict, dict]:
     """Measurements for ``claims.record_claims``: at the ``paper`` budget every value; at a cut
     budget only the claims a cut can test (``judged_at_cut``), the others None with a note
     that gives our value and the cut (absolute accuracies, counts and % pruned of a narrow,
-    short run are not the paper's quantities)."""
+    short run are not the paper's quantities). ``cut`` is one text, or :func:`cut_texts`'
+    texts per network, of which a note gives its claim's network's (all where none matches)."""
     judged = set(judged_at_cut)
     out, notes = {}, dict(notes or {})
     for cid, v in values.items():
@@ -535,7 +541,9 @@ def gate_claims(budget: str, values: Mapping[str, object], judged_at_cut: Iterab
         else:
             out[cid] = None
             shown = f"{v:.4g}" if isinstance(v, float) else str(v)
-            notes[cid] = f"not comparable at the {budget} budget ({cut}); ours: {shown}"
+            how = cut if isinstance(cut, str) else cut.get(
+                cid.split("-")[1] if cid.count("-") else "", "; ".join(cut.values()))
+            notes[cid] = f"not comparable at the {budget} budget ({how}); ours: {shown}"
     return out, notes
 
 
@@ -666,16 +674,18 @@ def settings_table(model_names: Iterable[str], budget: str):
     return pd.DataFrame(rows)
 
 
-def cut_text(model_names: Iterable[str], budget: str) -> str:
-    """One line saying how ``budget`` departs from the paper for these networks."""
-    parts = []
+def cut_texts(model_names: Iterable[str], budget: str) -> dict[str, str]:
+    """How ``budget`` departs from the paper, per network, keyed by the network's claim key
+    (:data:`CLAIM_KEYS`, the second field of a claim id): for :func:`gate_claims`' notes."""
+    out = {}
     for model in model_names:
         c = budget_cut(model, budget)
         pen = penalty_settings(model, c["n_train"], c["epochs"])
-        parts.append(f"{PAPER_NAMES[model]}: width x{c['width']:g}, {c['n_train']} images, "
-                     f"{c['epochs']}+{c['finetune_epochs']} epochs, lambda x{pen['kappa']:.3g}, "
-                     f"beta {pen['beta']:g}")
-    return "; ".join(parts)
+        out[CLAIM_KEYS[model]] = (
+            f"{PAPER_NAMES[model]}: width x{c['width']:g}, {c['n_train']} images, "
+            f"{c['epochs']}+{c['finetune_epochs']} epochs, lambda x{pen['kappa']:.3g}, "
+            f"beta {pen['beta']:g}")
+    return out
 
 
 COLLAPSE_POINTS = 10.0  # "collapses": original NS loses at least this much more than proximal NS
@@ -772,7 +782,7 @@ def run_length(rec: Mapping) -> str:
 def table3_rows(records: Mapping[str, Mapping], budget: str,
                 longer: Mapping[str, Mapping] | None = None) -> list[dict]:
     """Table 3: our proximal NS rows (from records keyed by model) and the paper's rows;
-    ``longer`` (proximal NS records keyed by model, notebook 02's longer pairs) adds a row
+    ``longer`` (proximal NS records keyed by model, the longer runs of :data:`LONG`) adds a row
     under ours, labelled with its :func:`run_length`."""
     rows = []
     for (model, method), (par, fl, post, ft) in TABLE3.items():
@@ -849,10 +859,12 @@ def fill_missing(notebook: str, values: Mapping, notes: Mapping, reason: str
     return values, notes
 
 
-def long_records(model: str, budget: str, rerun: bool = False) -> dict | None:
-    """Run (or look up) ``model``'s longer pair of :data:`LONG`: ``{"proximal": record,
-    "original": record}``, original NS pruned to the proximal run's matched fraction; None when
-    the budget has no longer pair for ``model``."""
+def long_records(model: str, budget: str, rerun: bool = False,
+                 pair: bool = True) -> dict | None:
+    """Run (or look up) ``model``'s longer runs of :data:`LONG`: ``{"proximal": record,
+    "original": record}``, original NS pruned to the proximal run's matched fraction, or
+    ``{"proximal": record}`` alone when ``pair`` is False; None when the budget has no longer
+    run for ``model``."""
     from . import experiments as ex
     from .experiments.budgets import check_budget
 
@@ -863,6 +875,8 @@ def long_records(model: str, budget: str, rerun: bool = False) -> dict | None:
     if over is None:
         return None
     px = ex.run(run_spec(model, "proximal", budget, **over), rerun=rerun)
+    if not pair:
+        return {"proximal": px}
     ns = ex.run(run_spec(model, "original", budget, percent=matched_percent(px["metrics"]),
                          **over), rerun=rerun)
     return {"proximal": px, "original": ns}
@@ -871,18 +885,23 @@ def long_records(model: str, budget: str, rerun: bool = False) -> dict | None:
 def judge_on_long(values: Mapping, notes: Mapping, long: Mapping[str, Mapping] | None,
                   ds: str = "c10") -> tuple[dict, dict]:
     """Replace a network's Sec. 5.2 statements (``C-<net>-*``) in ``values`` by those of its
-    longer pair of :func:`long_records`, noting the budget's own (shorter) value beside;
-    unchanged when ``long`` is None. Magnitudes (``T2-*``) stay the budget's own."""
+    longer runs of :func:`long_records` (a pair, or a proximal NS run alone, which judges only
+    the accuracy lost on pruning), noting the budget's own (shorter) value beside; unchanged
+    when ``long`` is None. Magnitudes (``T2-*``, ``T3-*``) stay the budget's own."""
     values, notes = dict(values), dict(notes)
     if long is None:
         return values, notes
+    if "proximal" not in long or not set(long) <= {"proximal", "original"}:
+        raise ValueError(f"longer runs are a proximal NS run and optionally its original NS "
+                         f"pair; got {sorted(long)}")
     model = long["proximal"]["spec"]["model"]
-    if long["original"]["spec"]["model"] != model:
+    if "original" in long and long["original"]["spec"]["model"] != model:
         raise ValueError("a longer pair must be of one network: "
                          f"{model} and {long['original']['spec']['model']}")
-    lv, lwhy = table2_claims({(model, "proximal"): long["proximal"],
-                              (model, "original"): long["original"]}, ds=ds)
-    pair = f"longer {PAPER_NAMES[model]} pair, {run_length(long['proximal'])}"
+    runs = {(model, meth): rec for meth, rec in long.items()}
+    lv, lwhy = table2_claims(runs, ds=ds)
+    pair = (f"longer {PAPER_NAMES[model]} {'pair' if 'original' in long else 'run'}, "
+            f"{run_length(long['proximal'])}")
     for cid, v in lv.items():
         if not cid.startswith(f"C-{CLAIM_KEYS[model]}-{ds}-"):
             continue
