@@ -35,10 +35,21 @@ from replib.train import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
 HOUSE_NOTEBOOK = ROOT / "notebooks" / "compare" / "00_dense_baselines.ipynb"
-try:
-    import ray
-except ImportError:  # the Ray tests are skipped; planning and serial sweeps still run
-    ray = None
+
+
+class _LazyRay:
+    """Ray, imported on first use: only the Ray tests touch it.
+
+    Importing Ray loads its native libraries and gRPC's threads into the process, and the
+    process that runs ``-m "not ray"`` is meant to be free of Ray (see :func:`needs_ray`);
+    importing it at collection defeated that."""
+
+    def __getattr__(self, name):
+        return getattr(importlib.import_module("ray"), name)
+
+
+# without Ray, the Ray tests are skipped; planning and serial sweeps still run
+ray = _LazyRay() if importlib.util.find_spec("ray") is not None else None
 
 
 def needs_ray(test):
@@ -522,3 +533,14 @@ class ray_driver:
 
     def __exit__(self, *exc):
         ray.shutdown()
+
+
+def test_collecting_these_tests_does_not_import_ray():
+    """``make unit`` runs the non-Ray tests in a process that must never load Ray (see
+    :class:`_LazyRay`): importing this module and the package's sweep code leaves Ray out."""
+    code = ("import sys; sys.path[:0] = [sys.argv[1]]; import conftest, test_distributed; "
+            "from replib.experiments import distributed, reproduce; "
+            "sys.exit(3 if 'ray' in sys.modules else 0)")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr or "importing the tests loaded Ray"

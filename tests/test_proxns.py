@@ -448,3 +448,27 @@ def test_table3_puts_a_longer_run_under_ours_labelled_with_its_length() -> None:
     # without a longer run: one row of ours per network run, none for ResNet-110 (not run)
     rows = proxns.table3_rows({"densenet40": short}, "cpu")
     assert sum("ours" in r["method"] for r in rows) == 1
+
+
+def test_pruned_channels_are_counted_per_layer_group_in_network_order() -> None:
+    assert proxns.layer_group("stages.layer3.11.bn2") == "stages.layer3.*.bn2"
+    assert proxns.layer_group("features.1") == "features.1"  # no block index
+    assert proxns.layer_group("bn") == "bn"
+
+    def rec(kept):
+        names = ["stages.layer1.0.bn1", "stages.layer1.0.bn2", "stages.layer1.1.bn1",
+                 "stages.layer1.1.bn2", "bn"]
+        return {"run_id": "r", "artifacts": {"layers": [
+            {"layer": n, "channels": 8, "kept": k} for n, k in zip(names, kept)]}}
+
+    rows = proxns.pruned_by_layer_group({"px": rec([8, 3, 5, 8, 8]), "ns": rec([7, 7, 7, 1, 8])})
+    assert rows == [
+        {"layers": "stages.layer1.*.bn1", "channels": 16, "px": 3, "ns": 2},
+        {"layers": "stages.layer1.*.bn2", "channels": 16, "px": 5, "ns": 8},
+        {"layers": "bn", "channels": 8, "px": 0, "ns": 0}]
+    other = rec([8] * 5)
+    other["artifacts"]["layers"][0]["channels"] = 16
+    with pytest.raises(ValueError, match="one network"):
+        proxns.pruned_by_layer_group({"px": rec([8] * 5), "ns": other})
+    with pytest.raises(ValueError, match="no per-layer counts"):
+        proxns.pruned_by_layer_group({"px": {"run_id": "x", "artifacts": {}}})

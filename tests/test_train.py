@@ -105,3 +105,61 @@ def test_fit_flushes_subnormal_floats_to_zero():
         assert (tiny * 1.0).item() == 0.0          # and is flushed after fit
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_channels_last_on_cpu_keeps_the_convs_onednn_corrupts_contiguous():
+    """ResNet-18 at 1/16 width has one 1x1 stride-2 conv with 4 input channels (the projection
+    shortcut of layer2): on the CPU it stays contiguous, everything else goes channels_last,
+    twice calling is harmless, and the gradients are those of the all-contiguous network."""
+    from replib import irda as IR
+    from replib.train import onednn_unsafe_convs, to_channels_last
+
+    torch.manual_seed(0)
+    ref = IR.build_model("resnet18", 10, in_channels=1, width_div=16)
+    net = IR.build_model("resnet18", 10, in_channels=1, width_div=16)
+    net.load_state_dict(ref.state_dict())
+    bad = onednn_unsafe_convs(net)
+    names = [n for n, m in net.named_modules() if any(m is b for b in bad)]
+    assert names == ["stages.layer2.0.shortcut.conv"]
+    assert onednn_unsafe_convs(IR.build_model("resnet18", 10, in_channels=1, width_div=8)) == []
+
+    to_channels_last(net, "cpu")
+    to_channels_last(net, "cpu")  # idempotent: one hook, same layouts
+    cl = torch.channels_last
+    for n, m in net.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            # (a 1x1 weight's strides fit both layouts; its input's do not, checked below)
+            assert m.weight.is_contiguous(memory_format=cl) or n in names, n
+            assert m.weight.is_contiguous() or n not in names, n
+    assert len(bad[0]._forward_pre_hooks) == 1
+    seen = []
+    bad[0].register_forward_pre_hook(lambda _m, a: seen.append(
+        (a[0].is_contiguous(), a[0].is_contiguous(memory_format=cl))))
+
+    x = torch.randn(16, 1, 28, 28)
+    for model, inp in ((ref, x), (net, x.contiguous(memory_format=cl))):
+        model.train()
+        model(inp).logsumexp(1).mean().backward()
+    for (n, p), q in zip(ref.named_parameters(), net.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=n)  # float32 order
+    assert seen == [(True, False)]  # the shortcut conv saw a contiguous (NCHW) input
+
+
+def test_training_a_narrow_projection_shortcut_channels_last_survives():
+    """The crash itself, in a process of its own (one thread: there it was deterministic on the
+    AVX2 machine): 20 steps of Conv2d(4, 8, 1, stride=2) channels_last. Before the guard this
+    process died of heap corruption on that machine; with it, it ends normally."""
+    code = """if True:
+        import torch
+        from replib.train import to_channels_last
+        conv = to_channels_last(torch.nn.Sequential(torch.nn.Conv2d(4, 8, 1, stride=2)), "cpu")
+        x = torch.randn(64, 4, 28, 28).contiguous(memory_format=torch.channels_last)
+        for _ in range(20):
+            conv.zero_grad()
+            conv(x).square().sum().backward()
+        print("survived")
+    """
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-2000:]

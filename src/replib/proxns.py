@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -649,6 +650,36 @@ def plot_layer_channels(records: Iterable[Mapping]):
         _finish_panel(ax, model, "BN layer (network order)", "kept fraction")
     fig.tight_layout()
     return fig
+
+
+def layer_group(name: str) -> str:
+    """A BN layer's name with its block indices replaced by ``*`` (``stages.layer3.11.bn2`` ->
+    ``stages.layer3.*.bn2``): the same position in every block of a stage."""
+    return re.sub(r"(?<=\.)\d+(?=\.)", "*", name)
+
+
+def pruned_by_layer_group(records: Mapping[str, Mapping]) -> list[dict]:
+    """Channels pruned per :func:`layer_group`, one column per record (keyed by a label), in
+    network order: where each method puts its pruned channels (their cost in parameters
+    differs by layer). The records must be of one network. Rows: ``{"layers": group,
+    "channels": n, <label>: pruned, ...}``."""
+    rows: dict[str, dict] = {}
+    names = None
+    for label, rec in records.items():
+        layers = rec["artifacts"].get("layers")
+        if not layers:
+            raise ValueError(f"record {rec.get('run_id', label)!r} has no per-layer counts")
+        these = [(la["layer"], la["channels"]) for la in layers]
+        if names is not None and these != names:
+            raise ValueError("the records are not of one network: their BN layers differ")
+        names = these
+        for la in layers:
+            row = rows.setdefault(layer_group(la["layer"]),
+                                  {"layers": layer_group(la["layer"]), "channels": 0})
+            row[label] = row.get(label, 0) + la["channels"] - la["kept"]
+    for name, n in names or []:
+        rows[layer_group(name)]["channels"] += n
+    return list(rows.values())
 
 
 def settings_table(model_names: Iterable[str], budget: str):

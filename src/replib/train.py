@@ -99,6 +99,44 @@ def flush_denormals() -> bool:
     return bool(torch.set_flush_denormal(True))
 
 
+def onednn_unsafe_convs(model: nn.Module) -> list[nn.Conv2d]:
+    """The convolutions whose ``channels_last`` backward corrupts memory on some CPUs.
+
+    With torch 2.14.1 on an AVX2-only x86 CPU (AMD EPYC, no AVX-512), oneDNN's channels_last
+    weight-gradient kernel for a 1x1 convolution with stride > 1 and 2-7 input channels writes
+    out of bounds: the process dies of ``free(): invalid pointer`` or ``double free``, or
+    hangs, a few steps later. We measured it in isolation (``Conv2d(c, 2c, 1, stride=2)``, one
+    thread): every c in 2..7 crashed; c = 1 and c >= 8, stride 1, 3x3 kernels and the
+    contiguous layout did not, nor did the forward pass. Narrow networks hit it through a
+    projection shortcut (ResNet-18 at a sixteenth of its width: ``4 -> 8`` channels). This
+    lists those convolutions (``in_channels < 8`` is a superset of what we saw fail)."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1
+            and m.in_channels < 8]
+
+
+def _contiguous_input(_module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def to_channels_last(model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
+    """``model.to(memory_format=torch.channels_last)``, except, on the CPU, the convolutions of
+    :func:`onednn_unsafe_convs`: those keep the contiguous layout (weight and input), so oneDNN
+    takes its NCHW kernels there. The function is the same (the gradients agree with an
+    all-contiguous network's to float32 rounding, tested); only those layers lose the
+    channels_last speed-up. Idempotent."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(memory_format=torch.channels_last)
+    if device.type != "cpu":
+        return model
+    for conv in onednn_unsafe_convs(model):
+        conv.to(memory_format=torch.contiguous_format)
+        if not getattr(conv, "_replib_contiguous_input", False):
+            conv.register_forward_pre_hook(_contiguous_input)
+            conv._replib_contiguous_input = True
+    return model
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -140,7 +178,7 @@ def fit(
     amp = cuda if amp is None else amp
     model.to(device)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model, device)
     train = train.to(device)
     extra_state = extra_state or {}
 
