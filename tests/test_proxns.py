@@ -472,3 +472,55 @@ def test_pruned_channels_are_counted_per_layer_group_in_network_order() -> None:
         proxns.pruned_by_layer_group({"px": rec([8] * 5), "ns": other})
     with pytest.raises(ValueError, match="no per-layer counts"):
         proxns.pruned_by_layer_group({"px": {"run_id": "x", "artifacts": {}}})
+
+
+def test_several_seeds_of_a_longer_pair_are_judged_on_their_mean() -> None:
+    """Two seeds of DenseNet-40's longer pair: each number is the mean, the collapse statement
+    is judged on the mean gap (with the standard error of a mean of two independent gaps), and
+    the note gives each seed's value."""
+    def pair(seed, px, ns):
+        p, n = _vgg_pair(px, ns)
+        for r in (p, n):
+            r["spec"].update(model="densenet40", epochs=24, seed=seed)
+            r["spec"]["hparams"]["train_subset"] = 10_000
+        return {"proximal": p, "original": n}
+
+    # seed 0: gap 22.3 - 12.0 = 10.3 (collapse); seed 1: 17.0 - 9.0 = 8.0 (no collapse)
+    a = pair(0, (0.651, 12.0, 48.0, 0.531), (0.719, 22.3, 47.5, 0.496))
+    b = pair(1, (0.640, 9.0, 47.0, 0.550), (0.700, 17.0, 48.0, 0.530))
+    short = {"C-densenet40-c10-px-prune-drop": None, "C-vgg19-c10-px-prune-drop": 2.0}
+    values, notes = proxns.judge_on_long(short, {}, [a, b])
+    assert values["C-densenet40-c10-px-prune-drop"] == pytest.approx(10.5)
+    assert values["C-densenet40-c10-params-ge"] == pytest.approx((0.5 - 1.0) / 2)
+    assert values["C-densenet40-c10-ns-collapse"] is False  # mean gap 9.15 < 10
+    assert values["C-vgg19-c10-px-prune-drop"] == 2.0
+    se = [proxns.collapse_gap(lg["proximal"], lg["original"])[1] for lg in (a, b)]
+    note = notes["C-densenet40-c10-ns-collapse"]
+    assert "longer DenseNet-40 pair, 24 epochs, 10,000 images, seeds 0, 1" in note
+    assert "lost 9.2 points more than proximal NS on average" in note
+    assert f"at most {math.hypot(*se) / 2:.1f}" in note and "seed 0 10.3, seed 1 8.0" in note
+    assert "per seed: seed 0 12.00, seed 1 9.00" in notes["C-densenet40-c10-px-prune-drop"]
+    # one pair in a list is judged exactly as the pair itself
+    assert proxns.judge_on_long(short, {}, [a]) == proxns.judge_on_long(short, {}, a)
+    assert proxns.judge_on_long(short, {}, []) == (short, {})
+    # a seed whose network learned nothing leaves the statements unmeasured, saying why
+    b["proximal"]["metrics"]["test_acc_trained"] = 0.15
+    values, notes = proxns.judge_on_long(short, {}, [a, b])
+    assert values["C-densenet40-c10-px-prune-drop"] is None
+    assert "seed 1:" in notes["C-densenet40-c10-px-prune-drop"]
+    assert "15.0%" in notes["C-densenet40-c10-px-prune-drop"]
+    b["proximal"]["metrics"]["test_acc_trained"] = 0.64
+    with pytest.raises(ValueError, match="distinct seeds"):
+        proxns.judge_on_long(short, {}, [a, a])
+    with pytest.raises(ValueError, match="alike"):
+        proxns.judge_on_long(short, {}, [a, {"proximal": b["proximal"]}])
+    b["original"]["spec"]["model"] = b["proximal"]["spec"]["model"] = "vgg19"
+    with pytest.raises(ValueError, match="one network"):
+        proxns.judge_on_long(short, {}, [a, b])
+
+
+def test_long_seeds_default_to_seed_zero() -> None:
+    assert proxns.long_seeds("densenet40", "cpu") == (0, 1)
+    assert proxns.long_seeds("vgg19", "cpu") == (0,)
+    assert proxns.long_seeds("vgg19", "smoke") == (0,)
+    assert proxns.long_pairs("preresnet110", "smoke") == []  # no longer run: nothing is run
