@@ -942,15 +942,14 @@ def _check_long(long: Mapping[str, Mapping]) -> str:
     return model
 
 
-def _seed_mean(longs: list[Mapping[str, Mapping]], ds: str) -> tuple[dict, dict]:
+def _seed_mean(model: str, longs: list[Mapping[str, Mapping]], seeds: list[int],
+               ds: str) -> tuple[dict, dict]:
     """The Sec. 5.2 statements of several seeds' longer pairs: each number the mean over the
     seeds, the collapse statement judged on the mean gap (its standard error: the seeds' own
     standard errors in quadrature, divided by their number), each seed's value in the note.
     A statement left unmeasured in any seed (a network that learned nothing) is unmeasured."""
-    key = CLAIM_KEYS[_check_long(longs[0])]
-    per = [table2_claims({(lg["proximal"]["spec"]["model"], m): r for m, r in lg.items()}, ds=ds)
-           for lg in longs]
-    seeds = [lg["proximal"]["spec"].get("seed", 0) for lg in longs]
+    key = CLAIM_KEYS[model]
+    per = [table2_claims({(model, m): r for m, r in lg.items()}, ds=ds) for lg in longs]
     out: dict = {}
     why: dict = {}
     for cid in per[0][0]:
@@ -1003,7 +1002,7 @@ def judge_on_long(values: Mapping, notes: Mapping,
         runs = {(model, meth): rec for meth, rec in longs[0].items()}
         lv, lwhy = table2_claims(runs, ds=ds)
     else:
-        lv, lwhy = _seed_mean(longs, ds)
+        lv, lwhy = _seed_mean(model, longs, seeds, ds)
     pair = (f"longer {PAPER_NAMES[model]} {'pair' if 'original' in longs[0] else 'run'}, "
             f"{run_length(longs[0]['proximal'])}"
             + (f", seeds {', '.join(map(str, seeds))}" if len(longs) > 1 else ""))
