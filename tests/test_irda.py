@@ -229,7 +229,18 @@ def test_long_setting_is_longer_than_the_cut_on_all_training_images():
     assert long["width_div"] == cut["width_div"] and long["augment"]
     assert long["epochs"] * 45000 > 20 * cut["epochs"] * cut["train_subset"]
     assert IR.long_setting("cifar10", "paper") is None
-    with pytest.raises(ValueError, match="cifar10 only"):
-        IR.long_setting("mnist", "cpu")
+    with pytest.raises(ValueError, match="longer run exists for"):
+        IR.long_setting("cifar100", "cpu")
     with pytest.raises(ValueError):
         IR.long_setting("cifar10", "gpu")
+
+
+def test_mnist_long_setting_is_longer_than_the_mnist_cut_and_keeps_its_data_and_width():
+    cut, long = IR.setting("mnist", "cpu"), IR.long_setting("mnist", "cpu")
+    for key in ("train_subset", "val_size", "width_div"):
+        assert long[key] == cut[key]
+    assert not long["augment"] and long["epochs"] >= 3 * cut["epochs"]
+    assert long["retrain_epochs"] > cut["retrain_epochs"]
+    assert IR.long_setting("mnist", "paper") is None
+    smoke = IR.long_setting("mnist", "smoke")
+    assert 0 < smoke["train_subset"] <= 512 and smoke["epochs"] <= 2

@@ -521,6 +521,8 @@ def test_several_seeds_of_a_longer_pair_are_judged_on_their_mean() -> None:
 
 def test_long_seeds_default_to_seed_zero() -> None:
     assert proxns.long_seeds("densenet40", "cpu") == (0, 1)
+    assert proxns.long_seeds("preresnet164", "cpu") == (0, 1)
+    assert proxns.long_seeds("preresnet110", "cpu") == (0,)
     assert proxns.long_seeds("vgg19", "cpu") == (0,)
     assert proxns.long_seeds("vgg19", "smoke") == (0,)
     assert proxns.long_pairs("preresnet110", "smoke") == []  # no longer run: nothing is run
