@@ -241,6 +241,12 @@ def test_mnist_long_setting_is_longer_than_the_mnist_cut_and_keeps_its_data_and_
         assert long[key] == cut[key]
     assert not long["augment"] and long["epochs"] >= 3 * cut["epochs"]
     assert long["retrain_epochs"] > cut["retrain_epochs"]
-    assert IR.long_setting("mnist", "paper") is None
-    smoke = IR.long_setting("mnist", "smoke")
-    assert 0 < smoke["train_subset"] <= 512 and smoke["epochs"] <= 2
+    assert IR.long_setting("mnist", "paper") is None and IR.long_settings("mnist", "paper") == []
+    runs = IR.long_settings("mnist", "cpu")
+    assert runs[-1] == long and len(runs) == 2
+    assert [r["epochs"] for r in runs] == sorted({r["epochs"] for r in runs})  # shortest first
+    assert all(r["epochs"] > cut["epochs"] and not r["augment"] for r in runs)
+    assert [r["epochs"] for r in IR.long_settings("cifar10", "cpu")] == [24]
+    smoke = IR.long_settings("mnist", "smoke")
+    assert len(smoke) == 2 and all(0 < r["train_subset"] <= 512 and r["epochs"] <= 3
+                                   for r in smoke)
