@@ -31,6 +31,20 @@ def test_missing_dataset_offline_is_one_clear_error(tmp_path, monkeypatch):
     assert "train-images-idx3-ubyte" in msg
 
 
+def test_available_says_why_a_dataset_cannot_be_loaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPLIB_OFFLINE", "1")
+    assert data.available("cifar100", tmp_path) == (
+        False, "data not available offline: cifar100 (DatasetMissingError)")
+    _copy_dataset(data.data_root(), tmp_path, "MNIST/raw")
+    assert data.available("mnist", tmp_path) == (True, "")
+    victim = tmp_path / "MNIST/raw/t10k-labels-idx1-ubyte"
+    victim.write_bytes(victim.read_bytes()[:-8])
+    ok, why = data.available("mnist", tmp_path)
+    assert not ok and why.endswith("(DatasetCorruptError)")
+    with pytest.raises(ValueError):
+        data.available("imagenet", tmp_path)
+
+
 def _copy_dataset(src_root, dst_root, folder):
     shutil.copytree(src_root / folder, dst_root / folder)
     for f in (dst_root / folder).iterdir():

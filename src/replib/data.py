@@ -251,6 +251,22 @@ def verify(name: str, root: Path | None = None) -> dict:
             "test_images": manifest.get("test_images"), "exactness": manifest.get("exactness")}
 
 
+def available(name: str, root: Path | None = None) -> tuple[bool, str]:
+    """Whether dataset ``name`` can be loaded here (on disk and intact, or downloadable unless
+    ``REPLIB_OFFLINE=1``), and the reason when it cannot. Notebooks ask this before they build
+    the runs of a dataset, so that an offline ``make reproduce`` plans no run that must fail and
+    shows the entries as not run with this reason."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a checked rebuilt copy is available
+            verify(name, root)
+        return True, ""
+    except (DatasetMissingError, DatasetCorruptError) as exc:
+        return False, f"data not available offline: {name} ({type(exc).__name__})"
+
+
 def _read_idx(path: Path) -> torch.Tensor:
     import numpy as np
 

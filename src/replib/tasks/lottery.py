@@ -356,15 +356,8 @@ def imp_rate_for(density: float, rounds: int = 3) -> float:
 
 
 def data_available(name: str) -> tuple[bool, str]:
-    """Whether dataset ``name`` can be loaded here, and the reason when it cannot."""
-    import warnings
+    """Whether dataset ``name`` can be loaded here, and the reason when it cannot
+    (:func:`replib.data.available`)."""
+    from ..data import available
 
-    from ..data import DatasetCorruptError, DatasetMissingError, verify
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a checked rebuilt copy is available
-            verify(name)
-        return True, ""
-    except (DatasetMissingError, DatasetCorruptError) as exc:
-        return False, f"data not available offline: {name} ({type(exc).__name__})"
+    return available(name)
