@@ -316,21 +316,11 @@ def paper_estimate(plan=None) -> tuple[list[list[str]], float, list[str], dict[s
 
 
 def unloadable_datasets() -> list[str]:
-    """The data sets of ``replib.data`` that are not on disk (intact) here; checked offline,
-    so rendering the page never downloads anything."""
-    import os
-
+    """The data sets of ``replib.data`` that are not on disk (intact) here; nothing is
+    downloaded to find out."""
     from replib import data
 
-    old = os.environ.get("REPLIB_OFFLINE")
-    os.environ["REPLIB_OFFLINE"] = "1"
-    try:
-        return [n for n in data.names() if not data.available(n)[0]]
-    finally:
-        if old is None:
-            del os.environ["REPLIB_OFFLINE"]
-        else:
-            os.environ["REPLIB_OFFLINE"] = old
+    return [n for n in data.names() if not data.available(n, download=False)[0]]
 
 
 def render_reproduce(results_root: Path, n_notebooks: int) -> str:
@@ -382,9 +372,10 @@ def render_reproduce(results_root: Path, n_notebooks: int) -> str:
         out.append(f"\nAlso a lower bound because the notebooks ask for no run of a data set "
                    f"that cannot be loaded where they run (`replib.data.available`), and "
                    f"{', '.join(absent)} could not be loaded where this book was built: "
-                   f"their runs are not in the table. A machine with the data, or with internet, "
-                   f"plans them too. (Tiny ImageNet and ImageNet have no loader in `replib.data`: "
-                   f"their runs are planned nowhere.)\n")
+                   f"their runs are not in the table (a machine with the data, or with internet, "
+                   f"plans those of iRDA Table 3 and the lottery paper). ProxNS Table 2b's "
+                   f"CIFAR-100 runs are built but run nowhere yet, and Tiny ImageNet and "
+                   f"ImageNet have no loader in `replib.data`.\n")
     if errors:
         out.append("\nPlanning failed for " + "; ".join(f"{k} ({v})" for k, v in errors.items())
                    + ": its runs are missing from the table.\n")

@@ -197,8 +197,9 @@ def _try_download(info: DatasetInfo, root: Path) -> bool:
         return False
 
 
-def verify(name: str, root: Path | None = None) -> dict:
+def verify(name: str, root: Path | None = None, download: bool = True) -> dict:
     """Check the files of a dataset on disk; return the provenance of the copy found.
+    Missing files are downloaded unless ``download`` is False or ``REPLIB_OFFLINE=1``.
 
     Official bytes are checked against their MD5 sums. A rebuilt copy with a
     ``MANIFEST.json`` is checked against the manifest's sha256 sums (with a warning that it is
@@ -210,7 +211,8 @@ def verify(name: str, root: Path | None = None) -> dict:
     folder = root / info.folder
     missing = [f for f in info.files if not (folder / f).exists()]
     if missing:
-        if os.environ.get("REPLIB_OFFLINE") != "1" and _try_download(info, root):
+        if (download and os.environ.get("REPLIB_OFFLINE") != "1"
+                and _try_download(info, root)):
             missing = [f for f in info.files if not (folder / f).exists()]
         if missing:
             raise DatasetMissingError(
@@ -251,17 +253,17 @@ def verify(name: str, root: Path | None = None) -> dict:
             "test_images": manifest.get("test_images"), "exactness": manifest.get("exactness")}
 
 
-def available(name: str, root: Path | None = None) -> tuple[bool, str]:
+def available(name: str, root: Path | None = None, download: bool = True) -> tuple[bool, str]:
     """Whether dataset ``name`` can be loaded here (on disk and intact, or downloadable unless
-    ``REPLIB_OFFLINE=1``), and the reason when it cannot. Notebooks ask this before they build
-    the runs of a dataset, so that an offline ``make reproduce`` plans no run that must fail and
-    shows the entries as not run with this reason."""
+    ``download`` is False or ``REPLIB_OFFLINE=1``), and the reason when it cannot. Notebooks
+    ask this before they build the runs of a dataset, so that an offline ``make reproduce``
+    plans no run that must fail and shows the entries as not run with this reason."""
     import warnings
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a checked rebuilt copy is available
-            verify(name, root)
+            verify(name, root, download)
         return True, ""
     except (DatasetMissingError, DatasetCorruptError) as exc:
         return False, f"data not available offline: {name} ({type(exc).__name__})"

@@ -341,15 +341,16 @@ _LONG_CIFAR = {
 }
 # MNIST's longer runs: the cut's whole data set and width, 10 and 30 epochs of Step 1 (4,300
 # and 12,900 iterations: 3.3 and 10 times the cut's 1,290, 8% and 25% of the paper's ~51,600)
-# plus a third as many of Step 2. SGD runs the 10-epoch length only (_LONG_ONLY).
+# plus a third as many of Step 2. ``only``: the methods that run that length (default: all);
+# SGD runs the 10-epoch length only.
 _LONG_MNIST = {
     "smoke": [dict(train_subset=384, val_size=128, width_div=16, epochs=2, retrain_epochs=1),
-              dict(train_subset=384, val_size=128, width_div=16, epochs=3, retrain_epochs=1)],
+              dict(train_subset=384, val_size=128, width_div=16, epochs=3, retrain_epochs=1,
+                   only=("irda",))],
     "cpu": [dict(train_subset=0, val_size=5000, width_div=8, epochs=10, retrain_epochs=3),
-            dict(train_subset=0, val_size=5000, width_div=8, epochs=30, retrain_epochs=10)],
+            dict(train_subset=0, val_size=5000, width_div=8, epochs=30, retrain_epochs=10,
+                 only=("irda",))],
 }
-# (dataset, budget, epochs) -> the only methods that run that length (default: every method)
-_LONG_ONLY = {("mnist", "smoke", 3): ("irda",), ("mnist", "cpu", 30): ("irda",)}
 
 
 def long_settings(dataset: str, budget: str, method: str | None = None) -> list[dict]:
@@ -376,9 +377,8 @@ def long_settings(dataset: str, budget: str, method: str | None = None) -> list[
         raise ValueError(f"method={method!r} is not known; allowed values: {list(METHODS)}")
     if budget == "paper":
         return []
-    return [dict(cfg, augment=dataset != "mnist") for cfg in table[dataset][budget]
-            if method is None or method in _LONG_ONLY.get((dataset, budget, cfg["epochs"]),
-                                                          METHODS)]
+    return [{k: v for k, v in cfg.items() if k != "only"} | {"augment": dataset != "mnist"}
+            for cfg in table[dataset][budget] if method in (None, *cfg.get("only", METHODS))]
 
 
 def long_setting(dataset: str, budget: str, method: str | None = None) -> dict | None:
