@@ -373,9 +373,8 @@ def render_reproduce(results_root: Path, n_notebooks: int) -> str:
                    f"that cannot be loaded where they run (`replib.data.available`), and "
                    f"{', '.join(absent)} could not be loaded where this book was built: "
                    f"their runs are not in the table (a machine with the data, or with internet, "
-                   f"plans those of iRDA Table 3 and the lottery paper). ProxNS Table 2b's "
-                   f"CIFAR-100 runs are built but run nowhere yet, and Tiny ImageNet and "
-                   f"ImageNet have no loader in `replib.data`.\n")
+                   f"plans those of iRDA Table 3, ProxNS Tables 1 and 2b and the lottery "
+                   f"paper). Tiny ImageNet and ImageNet have no loader in `replib.data`.\n")
     if errors:
         out.append("\nPlanning failed for " + "; ".join(f"{k} ({v})" for k, v in errors.items())
                    + ": its runs are missing from the table.\n")

@@ -48,3 +48,35 @@ def have_data(name: str) -> bool:
         return True
     except (data.DatasetMissingError, data.DatasetCorruptError):
         return False
+
+
+def fake_cifar100(root: Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
+    """A tiny stand-in CIFAR-100 under ``root`` in torchvision's layout (random images, labels
+    cycling over the 100 classes) with a ``MANIFEST.json`` of sha256 sums, which
+    ``replib.data`` loads as a checked rebuilt copy. For the code paths that run only where
+    CIFAR-100 can be loaded, which offline it cannot. The real data sets are linked beside it
+    (``REPLIB_DATA`` can point at ``root``)."""
+    import hashlib
+    import json
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    sums = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        entry = {"data": rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8),
+                 "fine_labels": [i % 100 for i in range(n)],
+                 "coarse_labels": [i % 20 for i in range(n)]}
+        (folder / split).write_bytes(pickle.dumps(entry))
+        sums[split] = hashlib.sha256((folder / split).read_bytes()).hexdigest()
+    (folder / "MANIFEST.json").write_text(json.dumps(
+        {"sha256": sums, "exactness": "random stand-in for tests", "test_images": n_test}))
+    real = Path(os.environ.get("REPLIB_DATA") or SHARED)
+    if real.exists():
+        for item in real.iterdir():
+            if item.name != folder.name and not (root / item.name).exists():
+                (root / item.name).symlink_to(item)
+    return root

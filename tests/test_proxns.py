@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import have_data
+from conftest import fake_cifar100, have_data
 from torch import nn
 
 from replib import data, proxns
@@ -318,6 +318,132 @@ def test_table2_claims_compare_the_two_methods_and_skip_untrained_runs() -> None
     meas, notes = proxns.gate_claims("cpu", values, ["C-vgg19-c10-px-prune-drop"], "cut", notes)
     assert meas["T2-vgg19-c10-px-params"] is None and "80" in notes["T2-vgg19-c10-px-params"]
     assert meas["C-vgg19-c10-px-prune-drop"] is None  # degenerate wins over "judged at cut"
+
+
+def _full_table2(dataset: str) -> dict:
+    """Fake Table 2 records of every network on ``dataset``: a baseline, original NS and
+    proximal NS each, with fine-tuning, so that every claim table2_claims can emit is."""
+    recs = {}
+    for model in ("vgg19", "densenet40", "preresnet164"):
+        px, ns = _vgg_pair((0.60, 0.3, 80.0, 0.597), (0.62, 52.0, 75.5, 0.10))
+        for r in (px, ns):
+            r["spec"].update(model=model, dataset=dataset)
+            r["metrics"].update(epoch_time_s=10.0, finetune_epoch_time_s=7.0,
+                                test_acc_finetuned=0.61)
+        base = _fake("proxns_baseline", model=model, test_acc=0.63, epoch_time_s=8.0)
+        base["spec"]["dataset"] = dataset
+        recs |= {(model, "proximal"): px, (model, "original"): ns, (model, "baseline"): base}
+    return recs
+
+
+@pytest.mark.parametrize("dataset,ds", [("cifar10", "c10"), ("cifar100", "c100")])
+def test_table2_claims_of_either_data_set_are_all_in_the_ledger(dataset: str, ds: str) -> None:
+    from replib.experiments import claims
+
+    values, _ = proxns.table2_claims(_full_table2(dataset))
+    ledger = {c["claim_id"]: c for c in claims.load_claims("proxns")}
+    assert set(values) <= set(ledger)
+    assert all(f"-{ds}-" in cid for cid in values)
+    # every Table 2 row of this data set (not Table 1's, not ResNet-110's Table 3) is emitted
+    want = {cid for cid, c in ledger.items() if c["notebook"] == "02_cifar_results"
+            and f"-{ds}-" in cid and "resnet110" not in cid}
+    assert set(values) == want
+    assert values[f"T2-vgg19-{ds}-px-time-ratio"] == pytest.approx(10.0 / 8.0)
+    assert values[f"T2-vgg19-{ds}-ns-ft-time-ratio"] == pytest.approx(0.7)
+    assert values[f"T2-densenet40-{ds}-base-acc"] == pytest.approx(63.0)
+
+
+def test_table2_claims_refuse_mixed_data_sets_and_a_wrong_ds() -> None:
+    recs = _full_table2("cifar100")
+    assert proxns.table2_claims(recs, ds="c100")[0] == proxns.table2_claims(recs)[0]
+    with pytest.raises(ValueError, match="ds='c10'"):
+        proxns.table2_claims(recs, ds="c10")
+    recs[("vgg19", "baseline")]["spec"]["dataset"] = "cifar10"
+    with pytest.raises(ValueError, match="one data set"):
+        proxns.table2_claims(recs)
+    assert proxns.table2_claims({}) == ({}, {})
+
+
+def test_paper_rows_of_table_2b_are_cifar_100s() -> None:
+    row = proxns.paper_row("preresnet164", "original", "cifar100")
+    assert row["acc pruned"] == 2.39 and row["acc fine-tuned"] == 76.68
+    assert row["% params"] == 26.66 and row["s / epoch"] == 150.65
+    assert proxns.paper_row("vgg19", "baseline", "cifar100")["acc trained"] == 72.73
+    assert proxns.paper_row("vgg19", "proximal")["% channels"] == 74.59  # Table 2a by default
+    assert set(proxns.TABLE2B) == set(proxns.TABLE2A)
+    with pytest.raises(ValueError, match="dataset="):
+        proxns.paper_row("vgg19", "baseline", "tiny_imagenet")
+
+
+def test_fill_missing_leaves_the_ledgers_reason_unless_the_data_were_loaded() -> None:
+    values, notes = proxns.fill_missing("02_cifar_results", {}, {}, "why")
+    assert "T2-vgg19-c10-base-acc" in values and values["T2-vgg19-c10-base-acc"] is None
+    assert notes["T2-vgg19-c10-base-acc"] == "why"
+    assert not any("-c100-" in cid for cid in values)  # the ledger says why they are not run
+    values, notes = proxns.fill_missing("02_cifar_results", {"T2-vgg19-c100-base-acc": 70.0},
+                                        {}, "why", loaded=["cifar100"])
+    assert values["T2-vgg19-c100-base-acc"] == 70.0  # a measured value stays
+    assert values["T2-resnet164-c100-ns-acc-finetuned"] is None
+    assert notes["T2-resnet164-c100-ns-acc-finetuned"] == "why"
+    assert not any(cid.startswith("T1-") for cid in values)  # notebook 01's
+    with pytest.raises(ValueError, match="loaded="):
+        proxns.fill_missing("02_cifar_results", {}, {}, "why", loaded=["c100"])
+
+
+@pytest.mark.skipif(not have_data("cifar10"), reason="CIFAR-10 not available")
+def test_table_2b_runs_and_is_judged_where_cifar100_can_be_loaded(tmp_path, monkeypatch) -> None:
+    """The CIFAR-100 path of notebooks 01 and 02 (run only where the data load), end to end on
+    a tiny stand-in: 100-class networks, Table 2b's claim ids, the ledger's reason replaced."""
+    from replib.experiments import claims
+
+    assert data.available("cifar100", download=False)[0] is False  # offline here
+    monkeypatch.setenv("REPLIB_DATA", str(fake_cifar100(tmp_path / "data")))
+    assert data.available("cifar100") == (True, "")
+    recs = proxns.table2_records(["vgg19"], "smoke", dataset="cifar100")
+    assert sorted(recs) == [("vgg19", "baseline"), ("vgg19", "original"), ("vgg19", "proximal")]
+    assert all(r["spec"]["dataset"] == "cifar100" for r in recs.values())
+    # a 100-class classifier: the unpruned network's parameters are those of build_model's
+    assert recs[("vgg19", "proximal")]["metrics"]["params"] == count_params(
+        proxns.build_model("vgg19", num_classes=100, width=0.125))
+    # the same specs again are looked up, not retrained, into the caller's dict
+    again = {}
+    assert proxns.table2_records(["vgg19"], "smoke", dataset="cifar100", out=again) is again
+    assert {k: r["run_id"] for k, r in again.items()} == {k: r["run_id"] for k, r in recs.items()}
+    values, notes = proxns.table2_claims(recs)
+    assert values and all("-c100-" in cid for cid in values)
+    meas, notes = proxns.gate_claims("smoke", values, [], "cut", notes)
+    meas, notes = proxns.fill_missing("02_cifar_results", meas, notes, "not measured",
+                                      loaded=["cifar100"])
+    claims.record_claims("proxns", "02_cifar_results", "smoke", meas,
+                         run_ids=[r["run_id"] for r in recs.values()], notes=notes)
+    st = claims.status_table("proxns", include_smoke=True).set_index("claim")
+    row = st.loc["T2-vgg19-c100-px-acc-pruned"]
+    assert "offline" not in str(row["note"])  # the ledger's reason no longer applies
+    assert st.loc["T2-densenet40-c100-base-acc", "note"] == "not measured"
+
+
+def test_table2_records_keep_the_runs_made_before_an_error(monkeypatch) -> None:
+    """A record goes into ``out`` as soon as it exists: what the planner of make reproduce
+    needs when it stops at original NS's fraction, which needs proximal NS's result."""
+    calls = []
+
+    def fake_run(spec, rerun=False):
+        calls.append(spec.task)
+        if spec.task == "proxns_original_ns":
+            raise RuntimeError("stop")
+        return {"spec": spec, "metrics": {"channels_pruned_pct": 42.7}}
+
+    monkeypatch.setattr(ex, "run", fake_run)
+    out = {}
+    with pytest.raises(RuntimeError, match="stop"):
+        proxns.table2_records(["vgg19", "densenet40"], "smoke", out=out)
+    assert list(out) == [("vgg19", "proximal"), ("vgg19", "baseline")]
+    assert calls == ["proxns_proximal_ns", "proxns_baseline", "proxns_original_ns"]
+
+
+def test_table2_records_refuse_a_data_set_table_2_has_not() -> None:
+    with pytest.raises(ValueError, match="dataset="):
+        proxns.table2_records(["vgg19"], "smoke", dataset="mnist")
 
 
 def test_gate_notes_give_each_claim_its_own_networks_cut() -> None:

@@ -451,6 +451,31 @@ def run_spec(model: str, method: str, budget: str, dataset: str = "cifar10",
                         epochs=cut["epochs"], seed=seed, budget=budget, **hp)
 
 
+def table2_records(model_names: Iterable[str], budget: str, dataset: str = "cifar10",
+                   rerun: bool = False, out: dict | None = None) -> dict[tuple[str, str], dict]:
+    """Run (or look up) Table 2's runs of each network on ``dataset`` (``cifar10``: Table 2a,
+    ``cifar100``: Table 2b): proximal NS, the baseline where :func:`methods` has one, and
+    original NS pruned to proximal NS's matched fraction. Keyed by (model, method), in that
+    order. Each record goes into ``out`` (a new dict by default, returned) as soon as it
+    exists, so a caller keeps the records made before an error, or before the planner of
+    ``make reproduce`` stops at a result it does not have yet (original NS's fraction)."""
+    from . import experiments as ex
+
+    if dataset not in TABLE2:
+        raise ValueError(f"dataset={dataset!r}: Table 2 has {sorted(TABLE2)}")
+    records: dict[tuple[str, str], dict] = {} if out is None else out
+    for m in model_names:
+        records[(m, "proximal")] = ex.run(run_spec(m, "proximal", budget, dataset=dataset),
+                                          rerun=rerun)
+        if "baseline" in methods(m, budget):
+            records[(m, "baseline")] = ex.run(run_spec(m, "baseline", budget, dataset=dataset),
+                                              rerun=rerun)
+        percent = matched_percent(records[(m, "proximal")]["metrics"])
+        records[(m, "original")] = ex.run(
+            run_spec(m, "original", budget, dataset=dataset, percent=percent), rerun=rerun)
+    return records
+
+
 def matched_percent(proximal_metrics: Mapping[str, float]) -> float:
     """Original NS prunes proximal NS's channel fraction, rounded down to a whole percent
     (Table 2a: 74.59% -> 74.00% for VGG-19)."""
@@ -483,6 +508,24 @@ TABLE2A = {
     ("preresnet164", "VCP (quoted)"): (None, None, 74.00, 56.70, 49.08, 93.16, None),
     ("preresnet164", "proximal"): (150.13, 114.26, 72.37, 65.84, 63.54, 93.19, 93.41),
 }
+# Table 2b (CIFAR-100), same columns. The baseline's fine-tuned time is "—"; its time column
+# has one number only.
+TABLE2B = {
+    ("vgg19", "baseline"): (37.83, None, None, None, None, 72.73, None),
+    ("vgg19", "original"): (39.98, 30.74, 55.00, 78.53, 38.66, 1.00, 72.91),
+    ("vgg19", "proximal"): (42.31, 30.04, 55.54, 79.62, 41.17, 72.81, 72.70),
+    ("densenet40", "baseline"): (117.17, None, None, None, None, 74.55, None),
+    ("densenet40", "original"): (119.32, 77.95, 65.01, 59.29, 52.61, 25.96, 74.50),
+    ("densenet40", "VCP (quoted)"): (None, None, 37.00, 37.73, 22.67, 72.19, None),
+    ("densenet40", "proximal"): (120.89, 82.92, 64.87, 59.15, 45.00, 73.70, 73.98),
+    ("preresnet164", "baseline"): (145.37, None, None, None, None, 76.79, None),
+    ("preresnet164", "original"): (150.65, 115.95, 59.00, 26.66, 45.17, 2.39, 76.68),
+    ("preresnet164", "VCP (quoted)"): (None, None, 47.00, 17.59, 27.16, 73.76, None),
+    ("preresnet164", "proximal"): (149.15, 117.88, 58.75, 42.28, 47.93, 75.26, 75.68),
+}
+TABLE2 = {"cifar10": TABLE2A, "cifar100": TABLE2B}
+# the data set's field in a claim id
+DATASET_KEYS = {"cifar10": "c10", "cifar100": "c100"}
 # Table 3 (CIFAR-10): % parameters / FLOPs pruned, accuracy post-pruned / fine-tuned.
 TABLE3 = {
     ("densenet40", "HRank (quoted)"): (53.80, 61.00, None, 93.68),
@@ -520,9 +563,12 @@ def result_row(rec: Mapping) -> dict:
     return row
 
 
-def paper_row(model: str, method: str) -> dict:
-    """The paper's Table 2a row in the columns of :func:`result_row`."""
-    v = dict(zip(_T2_COLS, TABLE2A[(model, method)]))
+def paper_row(model: str, method: str, dataset: str = "cifar10") -> dict:
+    """The paper's Table 2a (``cifar10``) or 2b (``cifar100``) row in the columns of
+    :func:`result_row`."""
+    if dataset not in TABLE2:
+        raise ValueError(f"dataset={dataset!r}: Table 2 has {sorted(TABLE2)}")
+    v = dict(zip(_T2_COLS, TABLE2[dataset][(model, method)]))
     return {"network": PAPER_NAMES[model], "method": METHOD_NAMES.get(method, method),
             "width": 1.0, "s / epoch": v["time"], "s / epoch (fine-tune)": v["time_ft"],
             "% channels": v["channels"], "% params": v["params"], "% FLOPs": v["flops"],
@@ -753,10 +799,22 @@ def collapse_gap(proximal: Mapping, original: Mapping) -> tuple[float, float]:
 
 
 def table2_claims(records: Mapping[tuple[str, str], Mapping],
-                  ds: str = "c10") -> tuple[dict, dict]:
-    """Claim values of ``data/claims/proxns.csv`` (Table 2a and the Sec. 5.2 statements) from
-    the records keyed by (model, method), and notes for the claims left unmeasured (the
-    Sec. 5.2 comparisons are not made on a :func:`degenerate` proximal NS run)."""
+                  ds: str | None = None) -> tuple[dict, dict]:
+    """Claim values of ``data/claims/proxns.csv`` (Table 2a or 2b and the Sec. 5.2 statements)
+    from the records keyed by (model, method), all of one data set, and notes for the claims
+    left unmeasured (the Sec. 5.2 comparisons are not made on a :func:`degenerate` proximal NS
+    run). ``ds``, the claim ids' data set field (``c10``, ``c100``), is the records' own by
+    default; a ``ds`` that is not theirs is refused."""
+    if not records:
+        return {}, {}
+    sets = {rec["spec"].get("dataset", "cifar10") for rec in records.values()}
+    if len(sets) > 1:
+        raise ValueError(f"Table 2's records must be of one data set; got {sorted(sets)}")
+    own = DATASET_KEYS.get(sets.pop())
+    if own is None or (ds is not None and ds != own):
+        raise ValueError(f"ds={ds!r} does not name the records' data set ({own!r}); "
+                         f"allowed data sets: {sorted(DATASET_KEYS)}")
+    ds = own
     out: dict = {}
     notes: dict = {}
     for model in dict.fromkeys(m for m, _ in records):
@@ -880,16 +938,24 @@ def exploratory_vgg_spec():
                         beta=100.0, finetune_epochs=0)
 
 
-def fill_missing(notebook: str, values: Mapping, notes: Mapping, reason: str
-                 ) -> tuple[dict, dict]:
+def fill_missing(notebook: str, values: Mapping, notes: Mapping, reason: str,
+                 loaded: Iterable[str] = ()) -> tuple[dict, dict]:
     """Give every claim of ``notebook`` in the ledger that has no value (and no ledger reason,
-    like CIFAR-100's) an explicit None with ``reason``, so its status says why it is not run."""
+    like CIFAR-100's) an explicit None with ``reason``, so its status says why it is not run.
+    ``loaded``: data sets (``cifar100``) whose runs were made here, so that the ledger's "not
+    available offline" is not true of their claims: those are filled too."""
     from .experiments import claims
 
+    loaded = list(loaded)
+    unknown = sorted(set(loaded) - set(DATASET_KEYS))
+    if unknown:
+        raise ValueError(f"loaded={unknown}: allowed data sets are {sorted(DATASET_KEYS)}")
+    keys = tuple(f"-{DATASET_KEYS[d]}-" for d in loaded)
     values, notes = dict(values), dict(notes)
     for c in claims.load_claims("proxns"):
         cid = c["claim_id"]
-        if c["notebook"] == notebook and not c["not_run_reason"] and cid not in values:
+        applies = not c["not_run_reason"] or any(k in cid for k in keys)
+        if c["notebook"] == notebook and applies and cid not in values:
             values[cid] = None
             notes.setdefault(cid, reason)
     return values, notes

@@ -158,7 +158,9 @@ def status_table(paper: str, include_smoke: bool = False):
         ours, budget, reason = None, "", ""
         if m is None or m["value"] is None:
             status = "not run"
-            reason = c["not_run_reason"] or (m or {}).get("note") or "no recorded measurement"
+            # a notebook's note on its own (unmeasured) record is the newer word: the ledger's
+            # reason ("data not available offline") is not true where the data were loaded
+            reason = (m or {}).get("note") or c["not_run_reason"] or "no recorded measurement"
         elif m["budget"] == "smoke":
             ours, budget, status = m["value"], "smoke", "not run"
             reason = "only a smoke-budget number (meaningless)"
