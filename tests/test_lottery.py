@@ -365,6 +365,64 @@ def test_concave_vs_imp_needs_both_regularizers_and_interpolates():
     assert not ok and note.count("IMP's nearest ticket") == 2
 
 
+def test_concave_vs_sigmoid_compares_at_the_sigmoids_final_sparsity():
+    # at 0.0316 (half-way in log between 0.1 and 0.01) mask-log interpolates to 0.70
+    thr = {"mask_log": [(1.0, 0.9), (0.1, 0.80), (0.01, 0.60)],
+           "sigmoid": [(0.5, 0.85), (10 ** -1.5, 0.70)]}
+    ok, note = lt.concave_vs_sigmoid(thr)
+    assert ok and note == "mask-log 70.0% vs sigmoid 70.0% at density 3.16%"
+    thr["sigmoid"] = [(10 ** -1.5, 0.71)]
+    assert not lt.concave_vs_sigmoid(thr)[0]
+    thr["sigmoid"] = [(0.001, 0.55)]  # sparser than mask-log's sparsest: its nearest ticket
+    ok, note = lt.concave_vs_sigmoid(thr)
+    assert ok and note.endswith("(mask-log's nearest ticket)") and "mask-log 60.0%" in note
+    checks, notes = lt.ablation_checks(thr | {"mask_l1": thr["mask_log"]},
+                                       {m: [(0.1, 0.5)] for m in ("mask_l1", "mask_log")})
+    cid = "F9-c10-concave-beats-sigmoid"
+    assert checks[cid] is ok and notes[cid] == note
+    assert checks["F8-threshold-beats-percentage-log"] is True  # 0.80 >= 0.5 at density 0.1
+
+
+class _Rec(dict):
+    """A record stand-in with the attributes ticket_runs reads."""
+
+    def __init__(self, spec, density):
+        super().__init__(spec=spec)
+        self.spec, self.metrics = spec, {"final_density": density}
+
+
+def test_ticket_runs_run_every_concave_method_before_imp_at_mask_logs_sparsity(monkeypatch):
+    from replib import experiments as ex
+    from replib.tasks import lottery as tasks
+
+    calls = []
+    dens = {("resnet20", "mask_log", 0): 0.125, ("resnet20", "mask_log", 1): 0.2,
+            ("vgg11", "mask_log", 0): 0.5, ("vgg11", "mask_log", 1): 0.4}
+
+    def fake_run(spec, rerun=False):
+        calls.append((spec.model, spec.hp["method"], spec.seed, spec.dataset))
+        if spec.hp["method"] == "imp" and spec.model == "vgg11":
+            raise RuntimeError("stop")  # the planner stops where a result is missing
+        return _Rec(spec, dens.get((spec.model, spec.hp["method"], spec.seed), 0.3))
+
+    monkeypatch.setattr(ex, "run", fake_run)
+    out = {}
+    with pytest.raises(RuntimeError, match="stop"):
+        tasks.ticket_runs("cpu", ["resnet20", "vgg11"], dataset="cifar100", n_seeds=2, out=out)
+    concave = [(m, meth, s, "cifar100") for m in ("resnet20", "vgg11")
+               for meth in ("mask_l1", "mask_log") for s in (0, 1)]
+    assert calls[:8] == concave  # every concave run first
+    assert calls[8:] == [("resnet20", "imp", 0, "cifar100"), ("resnet20", "imp", 1, "cifar100"),
+                         ("vgg11", "imp", 0, "cifar100")]
+    # kept as they came: ResNet-20's IMP at the rate ending at mask-log's sparsest seed (1/8
+    # after 3 rounds: 50% per round); VGG-11's concave runs, its IMP not
+    assert [r.spec.hp["rate"] for r in out["resnet20"]["imp"]] == [0.5, 0.5]
+    assert list(out["vgg11"]) == ["mask_l1", "mask_log", "imp"]
+    assert len(out["vgg11"]["mask_log"]) == 2 and out["vgg11"]["imp"] == []
+    with pytest.raises(ValueError, match="cpu plan"):
+        tasks.ticket_runs("cpu", ["resnet18"])
+
+
 def _row(method, lam, acc, sp, tol=None, nnz=200.0):
     return {"method": method, "lam": lam, "acc_mean": acc, "sparsity_mean": sp,
             "sparsity_tol_mean": sp if tol is None else tol, "nonzero_mean": nnz}

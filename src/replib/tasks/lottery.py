@@ -355,9 +355,35 @@ def imp_rate_for(density: float, rounds: int = 3) -> float:
     return round(1.0 - density ** (1.0 / rounds), 2)
 
 
-def data_available(name: str) -> tuple[bool, str]:
-    """Whether dataset ``name`` can be loaded here, and the reason when it cannot
-    (:func:`replib.data.available`)."""
-    from ..data import available
+CONCAVE = ("mask_l1", "mask_log")
 
-    return available(name)
+
+def ticket_runs(budget: str, model_names, dataset: str = "cifar10", n_seeds: int = 1,
+                rerun: bool = False, out: dict | None = None, **overrides) -> dict:
+    """Run (or look up) the tickets of Figs. 5-7 for each network on ``dataset``: mask-l1 and
+    mask-log (``n_seeds`` seeds each), then IMP at the rate that makes its rounds end at
+    mask-log's final sparsity (:func:`imp_rate_for`, the sparsest seed). ``{model: {method:
+    [record per seed]}}``; every network's concave runs come before any IMP run (whose rate
+    needs their results), and each record goes into ``out`` (a new dict by default, returned)
+    as soon as it exists, so that the planner of ``make reproduce`` sees every run that does
+    not wait on another. ``overrides`` go to :func:`ticket_spec` (``ticket_every_round``)."""
+    from .. import experiments as ex
+
+    out = {} if out is None else out
+    models_ = list(model_names)
+    for model in models_:
+        per = out.setdefault(model, {})
+        for m in CONCAVE:
+            per[m] = []
+            for s in range(n_seeds):
+                per[m].append(ex.run(ticket_spec(budget, m, model=model, dataset=dataset,
+                                                 seed=s, **overrides), rerun=rerun))
+    for model in models_:
+        per = out[model]
+        rounds = per["mask_log"][0].spec.hp["rounds"]
+        rate = imp_rate_for(min(r.metrics["final_density"] for r in per["mask_log"]), rounds)
+        per["imp"] = []
+        for s in range(n_seeds):
+            per["imp"].append(ex.run(ticket_spec(budget, "imp", model=model, dataset=dataset,
+                                                 seed=s, rate=rate, **overrides), rerun=rerun))
+    return out
