@@ -383,6 +383,28 @@ def test_concave_vs_sigmoid_compares_at_the_sigmoids_final_sparsity():
     assert checks["F8-threshold-beats-percentage-log"] is True  # 0.80 >= 0.5 at density 0.1
 
 
+def test_plot_tickets_joins_the_seed_means_and_dots_each_seed():
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    df = pd.DataFrame({"label": ["log"] * 4 + ["IMP"] * 2, "seed": [0, 0, 1, 1, 0, 0],
+                       "round": [1, 2, 1, 2, 1, 2],
+                       "density": [0.4, 0.1, 0.2, 0.1, 0.5, 0.1],
+                       "test_acc": [0.8, 0.6, 0.7, 0.5, 0.9, 0.4]})
+    fig = lt.plot_tickets(df)
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    mean = lines["log (mean of 2 seeds)"]
+    assert list(mean.get_xdata()) == pytest.approx([30.0, 10.0])  # per-round mean density, %
+    assert list(mean.get_ydata()) == pytest.approx([75.0, 55.0])
+    assert list(lines["IMP"].get_ydata()) == pytest.approx([90.0, 40.0])  # one seed: as is
+    dots = fig.axes[0].collections
+    assert len(dots) == 1 and len(dots[0].get_offsets()) == 4  # each seed's ticket
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 class _Rec(dict):
     """A record stand-in with the attributes ticket_runs reads."""
 

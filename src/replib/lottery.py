@@ -864,14 +864,25 @@ def ticket_rows(record) -> list[dict]:
 
 def plot_tickets(df, hue: str = "label", dense_acc: float | None = None, title: str = "",
                  ax=None):
-    """Test accuracy of the tickets against the fraction of weights remaining (Figs. 5-9)."""
+    """Test accuracy of the tickets against the fraction of weights remaining (Figs. 5-9).
+    With several seeds (``seed`` and ``round`` columns) the line joins the per-round means
+    (as :func:`curve`) and each seed's ticket is a small dot of the same colour."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4))
+    per_seed = {"seed", "round"} <= set(df.columns)
     for key, d in df.groupby(hue, sort=False):
-        d = d.sort_values("density", ascending=False)
         style = "--" if "percentage" in str(key) else "-"
+        if per_seed and d.seed.nunique() > 1:
+            m = d.groupby("round")[["density", "test_acc"]].mean().sort_values(
+                "density", ascending=False)
+            (line,) = ax.plot(100 * m.density, 100 * m.test_acc, style, marker="o",
+                              label=f"{key} (mean of {d.seed.nunique()} seeds)")
+            ax.scatter(100 * d.density, 100 * d.test_acc, s=9, color=line.get_color(),
+                       alpha=0.6)
+            continue
+        d = d.sort_values("density", ascending=False)
         ax.plot(100 * d.density, 100 * d.test_acc, style, marker="o", label=key)
     if dense_acc is not None:
         ax.axhline(100 * dense_acc, color="gray", lw=1, ls=":", label="dense")

@@ -21,7 +21,10 @@ not_run_reason  filled when the claim cannot be run here (e.g. ``data not availa
 
 Notebooks attach measurements with :func:`record_claims`; :func:`status_table` joins both into
 ``reproduced`` / ``not reproduced`` / ``not run`` with the budget that produced the number.
-Smoke-budget measurements never make a claim reproduced.
+Smoke-budget measurements never make a claim reproduced. A claim left unmeasured shows the
+note its notebook recorded with it, else the ledger's ``not_run_reason``: the ledger says why a
+claim cannot run offline, the notebook what happened where it ran (the data loaded, but the
+budget does not test the claim, say).
 """
 
 from __future__ import annotations
