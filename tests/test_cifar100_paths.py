@@ -1,0 +1,74 @@
+"""The CIFAR-100 cells of the notebooks, which run only where CIFAR-100 can be loaded (never
+offline, so never in the smoke nbval run): executed at the smoke budget on a tiny random
+stand-in (``conftest.fake_cifar100``), checking that each notebook ran its CIFAR-100 runs and
+recorded the CIFAR-100 claims with a value or its own note, not the ledger's "not available".
+About three minutes on a 2-core machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import fake_cifar100, have_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(
+    not (have_data("cifar10") and have_data("mnist")),
+    reason="CIFAR-10 and MNIST are needed beside the stand-in")
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory) -> Path:
+    return fake_cifar100(tmp_path_factory.mktemp("data"))
+
+
+def _execute(nb: str, tmp_path: Path, monkeypatch) -> dict:
+    """Run ``notebooks/<nb>.ipynb`` at smoke; return its smoke claim measurements."""
+    import papermill
+
+    paper, name = nb.split("/")
+    src = ROOT / "notebooks" / f"{nb}.ipynb"
+    papermill.execute_notebook(str(src), str(tmp_path / f"{name}.ipynb"),
+                               parameters={"budget": "smoke"}, cwd=str(src.parent),
+                               progress_bar=False, kernel_name="python3")
+    path = tmp_path / "results" / "smoke" / paper / f"claims-{name}-smoke.json"
+    return json.loads(path.read_text())["measurements"]
+
+
+@pytest.fixture
+def on_stand_in(stand_in, monkeypatch, tmp_path) -> Path:
+    monkeypatch.setenv("REPLIB_DATA", str(stand_in))
+    monkeypatch.setenv("REPLIB_PROGRESS", "0")
+    monkeypatch.setenv("REPLIB_THREADS", "1")
+    from replib import data
+
+    assert data.available("cifar100") == (True, "")
+    return tmp_path
+
+
+def _not_offline(m: dict) -> bool:
+    return m["value"] is not None or "offline" not in (m.get("note") or "")
+
+
+def test_proxns_tables_1_and_2b_run_on_cifar100(on_stand_in, monkeypatch) -> None:
+    t1 = _execute("proxns/01_zero_scaling_factors", on_stand_in, monkeypatch)
+    # smoke: counts are "not comparable" (gated), with the notebook's note, not the ledger's
+    assert "ours: " in t1["T1-vgg19-c100-zero-count"]["note"]
+    t2 = _execute("proxns/02_cifar_results", on_stand_in, monkeypatch)
+    c100 = {cid: m for cid, m in t2.items() if "-c100-" in cid}
+    assert all(_not_offline(m) for m in c100.values())
+    assert isinstance(c100["S1-vgg19-c100-ns-zero-pct"]["value"], float)
+    assert "ours: " in c100["T2-vgg19-c100-px-time-ratio"]["note"]
+    # networks the smoke budget does not run are "not measured", not "not available"
+    assert c100["T2-densenet40-c100-base-acc"]["value"] is None
+
+
+def test_lottery_figs_5_to_7_and_9_run_on_cifar100(on_stand_in, monkeypatch) -> None:
+    f9 = _execute("lottery/04_ablations", on_stand_in, monkeypatch)
+    assert isinstance(f9["F9-c100-concave-beats-sigmoid"]["value"], bool)
+    assert "sigmoid" in f9["F9-c100-concave-beats-sigmoid"]["note"]
+    f57 = _execute("lottery/02_winning_tickets", on_stand_in, monkeypatch)
+    for cid in ("F5-r20-c100", "F6-wrn20-c100", "F7-vgg11-c100"):
+        assert isinstance(f57[cid]["value"], bool) and "vs IMP" in f57[cid]["note"]
