@@ -1,8 +1,8 @@
-"""The CIFAR-100 cells of the notebooks, which run only where CIFAR-100 can be loaded (never
-offline, so never in the smoke nbval run): executed at the smoke budget on a tiny random
-stand-in (``conftest.fake_cifar100``), checking that each notebook ran its CIFAR-100 runs and
-recorded the CIFAR-100 claims with a value or its own note, not the ledger's "not available".
-About three minutes on a 2-core machine."""
+"""The CIFAR-100 cells of the notebooks (proxns 01-02, lottery 02 and 04, irda 03), which run
+only where CIFAR-100 can be loaded (never offline, so never in the smoke nbval run): executed at
+the smoke budget on a tiny random stand-in (``conftest.fake_cifar100``), checking that each
+notebook ran its CIFAR-100 runs and recorded the CIFAR-100 claims with a value or its own note,
+not the ledger's "not available". About five minutes on a 2-core machine."""
 
 from __future__ import annotations
 
@@ -72,3 +72,11 @@ def test_lottery_figs_5_to_7_and_9_run_on_cifar100(on_stand_in, monkeypatch) -> 
     f57 = _execute("lottery/02_winning_tickets", on_stand_in, monkeypatch)
     for cid in ("F5-r20-c100", "F6-wrn20-c100", "F7-vgg11-c100"):
         assert isinstance(f57[cid]["value"], bool) and "vs IMP" in f57[cid]["note"]
+
+
+def test_irda_table_3_runs_on_cifar100(on_stand_in, monkeypatch) -> None:
+    t3 = _execute("irda/03_architectures_datasets", on_stand_in, monkeypatch)
+    for cid in ("T3-cifar100-irda-top1", "T3-cifar100-irda-sparsity", "T3-cifar100-sgd-top5"):
+        assert isinstance(t3[cid]["value"], float) and "smoke budget" in t3[cid]["note"]
+    assert t3["T3-imagenet-irda-top1"]["value"] is None  # no ImageNet loader at all
+    assert "ImageNet" in t3["T3-imagenet-irda-top1"]["note"]
