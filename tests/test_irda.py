@@ -247,18 +247,6 @@ def test_mnist_long_setting_is_longer_than_the_mnist_cut_and_keeps_its_data_and_
     assert [r["epochs"] for r in runs] == sorted({r["epochs"] for r in runs})  # shortest first
     assert all(r["epochs"] > cut["epochs"] and not r["augment"] for r in runs)
     assert [r["epochs"] for r in IR.long_settings("cifar10", "cpu")] == [24]
-    # at cpu both methods run both lengths; every method runs CIFAR-10's
-    assert IR.long_settings("mnist", "cpu", "irda") == runs
-    assert IR.long_settings("mnist", "cpu", "sgd") == runs
-    # the smoke stand-in's longer run is iRDA's only: method= filters it out for SGD
-    smoke_runs = IR.long_settings("mnist", "smoke")
-    assert IR.long_settings("mnist", "smoke", "irda") == smoke_runs
-    assert IR.long_settings("mnist", "smoke", "sgd") == smoke_runs[:1]
-    sgd, irda = IR.long_setting("mnist", "smoke", "sgd"), IR.long_setting("mnist", "smoke", "irda")
-    assert sgd["epochs"] < irda["epochs"]
-    assert IR.long_settings("cifar10", "cpu", "prox_sgd") == IR.long_settings("cifar10", "cpu")
-    with pytest.raises(ValueError, match="method="):
-        IR.long_settings("mnist", "cpu", "adam")
     smoke = IR.long_settings("mnist", "smoke")
     assert len(smoke) == 2 and all(0 < r["train_subset"] <= 512 and r["epochs"] <= 3
                                    for r in smoke)

@@ -341,31 +341,27 @@ _LONG_CIFAR = {
 }
 # MNIST's longer runs: the cut's whole data set and width, 10 and 30 epochs of Step 1 (4,300
 # and 12,900 iterations: 3.3 and 10 times the cut's 1,290, 8% and 25% of the paper's ~51,600)
-# plus a third as many of Step 2 (iRDA only). ``only``: the methods that run that length
-# (default: all); at ``cpu`` both methods run both lengths, the smoke stand-in keeps ``only``
-# so that the mechanism stays exercised.
+# plus a third as many of Step 2 (iRDA only).
 _LONG_MNIST = {
     "smoke": [dict(train_subset=384, val_size=128, width_div=16, epochs=2, retrain_epochs=1),
-              dict(train_subset=384, val_size=128, width_div=16, epochs=3, retrain_epochs=1,
-                   only=("irda",))],
+              dict(train_subset=384, val_size=128, width_div=16, epochs=3, retrain_epochs=1)],
     "cpu": [dict(train_subset=0, val_size=5000, width_div=8, epochs=10, retrain_epochs=3),
             dict(train_subset=0, val_size=5000, width_div=8, epochs=30, retrain_epochs=10)],
 }
 
 
-def long_settings(dataset: str, budget: str, method: str | None = None) -> list[dict]:
+def long_settings(dataset: str, budget: str) -> list[dict]:
     """The runs longer than the budget's cut, shortest first, for the entries a cut is too
-    short to test (empty at ``paper``, whose own runs are the paper's length); with
-    ``method``, those that method runs. ``cpu`` on ``cifar10`` (notebook 02's Table 1): the
-    1/8-width ResNet-18 on the whole 45,000-image training split (5,000 held out for
-    validation) for 24 epochs of Step 1 (8,448 iterations, 26 times the cut's 320 and 18% of
-    the paper's ~47,000) plus 8 of Step 2, every method. ``cpu`` on ``mnist`` (notebook 03's
-    Table 3 row): the same network with a 1-channel stem on the whole 55,000-image split for
-    10 epochs (4,300 iterations, 8% of the paper's ~51,600) and 30 epochs (12,900
-    iterations, 25%), iRDA and SGD alike, each plus a third as many epochs of Step 2 for
-    iRDA, so that the growth of iRDA's sparsity with $t$ shows beside SGD at equal
-    iterations. ``smoke``: tiny stand-ins that exercise the code (its longer one is iRDA's
-    only, so ``method=`` filtering is exercised). Same keys as :func:`setting`.
+    short to test (empty at ``paper``, whose own runs are the paper's length); every method
+    runs each of them. ``cpu`` on ``cifar10`` (notebook 02's Table 1): the 1/8-width ResNet-18
+    on the whole 45,000-image training split (5,000 held out for validation) for 24 epochs of
+    Step 1 (8,448 iterations, 26 times the cut's 320 and 18% of the paper's ~47,000) plus 8 of
+    Step 2. ``cpu`` on ``mnist`` (notebook 03's Table 3 row): the same network with a
+    1-channel stem on the whole 55,000-image split for 10 epochs (4,300 iterations, 8% of the
+    paper's ~51,600) and 30 epochs (12,900 iterations, 25%), each plus a third as many epochs
+    of Step 2 for iRDA, so that the growth of iRDA's sparsity with $t$ shows beside SGD at
+    equal iterations. ``smoke``: tiny stand-ins that exercise the code. Same keys as
+    :func:`setting`.
     """
     from .experiments.budgets import check_budget
 
@@ -373,18 +369,15 @@ def long_settings(dataset: str, budget: str, method: str | None = None) -> list[
     table = {"cifar10": _LONG_CIFAR, "mnist": _LONG_MNIST}
     if dataset not in table:
         raise ValueError(f"dataset={dataset!r}: a longer run exists for {sorted(table)} only")
-    if method is not None and method not in METHODS:
-        raise ValueError(f"method={method!r} is not known; allowed values: {list(METHODS)}")
     if budget == "paper":
         return []
-    return [{k: v for k, v in cfg.items() if k != "only"} | {"augment": dataset != "mnist"}
-            for cfg in table[dataset][budget] if method in (None, *cfg.get("only", METHODS))]
+    return [dict(cfg, augment=dataset != "mnist") for cfg in table[dataset][budget]]
 
 
-def long_setting(dataset: str, budget: str, method: str | None = None) -> dict | None:
-    """The longest of :func:`long_settings` (for ``method``, if given), on which the notebooks
-    judge the entries it covers; ``None`` at ``paper``."""
-    runs = long_settings(dataset, budget, method)
+def long_setting(dataset: str, budget: str) -> dict | None:
+    """The longest of :func:`long_settings`, on which the notebooks judge the entries it
+    covers; ``None`` at ``paper``."""
+    runs = long_settings(dataset, budget)
     return runs[-1] if runs else None
 
 
