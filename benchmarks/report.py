@@ -241,9 +241,12 @@ PAPER_EPOCH_S = {"vgg19": 38.10, "densenet40": 117.45, "preresnet164": 146.41}
 SCALE_FROM = {"vgg11": "vgg19", "vgg16": "vgg19", "resnet18": "vgg19", "wrn20": "vgg19",
               "resnet20": "preresnet164", "resnet56": "preresnet164",
               "preresnet110": "preresnet164"}
-# Datasets the per-epoch seconds above stand for: a CIFAR epoch (50,000 images of 32x32).
-# MNIST's 60,000 images of 28x28 cost about the same with a conv net (0.92x the pixels).
-EPOCH_DATASETS = {"cifar10", "cifar100", "mnist", "fashionmnist"}
+# Cost of one epoch of each data set in CIFAR epochs (50,000 images of 32x32), the unit of the
+# per-epoch seconds above: the networks' FLOPs grow with the pixels (they end in a global pool).
+# MNIST's 60,000 images of 28x28 cost about the same with a conv net (0.92x the pixels); Tiny
+# ImageNet's 100,000 images of 64x64 eight times as much.
+EPOCH_DATASETS = {"cifar10": 1.0, "cifar100": 1.0, "mnist": 1.0, "fashionmnist": 1.0,
+                  "tinyimagenet": 8.0}
 
 
 def _forward_flops(names) -> dict[str, float]:
@@ -307,11 +310,14 @@ def paper_estimate(plan=None) -> tuple[list[list[str]], float, list[str], dict[s
     per_epoch = paper_epoch_s(_forward_flops(sorted(set(PAPER_EPOCH_S) | set(SCALE_FROM))))
     rows, total = [], 0.0
     for paper, nb, model, dataset, runs, epochs in rows_in:
-        hours = epochs * per_epoch[model] / 3600
+        factor = EPOCH_DATASETS[dataset]
+        hours = epochs * per_epoch[model] * factor / 3600
         total += hours
         src = "Table 2a" if model in PAPER_EPOCH_S else f"scaled from {_m(SCALE_FROM[model])}"
+        if factor != 1:
+            src += f", x{factor:g} for {dataset}"
         rows.append([paper, nb, _m(model), dataset, str(runs), str(epochs),
-                     f"{per_epoch[model]:.0f} ({src})", f"{hours:.1f}"])
+                     f"{per_epoch[model] * factor:.0f} ({src})", f"{hours:.1f}"])
     return rows, total, partial, errors
 
 
@@ -374,7 +380,7 @@ def render_reproduce(results_root: Path, n_notebooks: int) -> str:
                    f"{', '.join(absent)} could not be loaded where this book was built: "
                    f"their runs are not in the table (a machine with the data, or with internet, "
                    f"plans those of iRDA Table 3, ProxNS Tables 1 and 2b and the lottery "
-                   f"paper). Tiny ImageNet and ImageNet have no loader in `replib.data`.\n")
+                   f"paper's Figs. 5-7 and 9). ImageNet has no loader in `replib.data`.\n")
     if errors:
         out.append("\nPlanning failed for " + "; ".join(f"{k} ({v})" for k, v in errors.items())
                    + ": its runs are missing from the table.\n")

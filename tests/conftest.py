@@ -74,9 +74,66 @@ def fake_cifar100(root: Path, n_train: int = 200, n_test: int = 100, seed: int =
         sums[split] = hashlib.sha256((folder / split).read_bytes()).hexdigest()
     (folder / "MANIFEST.json").write_text(json.dumps(
         {"sha256": sums, "exactness": "random stand-in for tests", "test_images": n_test}))
+    _link_real(root)
+    return root
+
+
+def _link_real(root: Path) -> None:
+    """Link the real data sets (``REPLIB_DATA`` or the shared copy) into ``root`` beside the
+    stand-ins already there."""
     real = Path(os.environ.get("REPLIB_DATA") or SHARED)
-    if real.exists():
+    if real.exists() and real.resolve() != root.resolve():
         for item in real.iterdir():
-            if item.name != folder.name and not (root / item.name).exists():
+            if not (root / item.name).exists():
                 (root / item.name).symlink_to(item)
+
+
+def fake_tinyimagenet(root: Path, per_class: int = 2, n_val: int = 200, grey: int = 3,
+                      seed: int = 0, wnids: list[str] | None = None) -> Path:
+    """A tiny stand-in Tiny ImageNet under ``root``: ``tiny-imagenet/tiny-imagenet-200.zip`` in
+    the official archive's layout (``wnids.txt``, ``train/<wnid>/images/<wnid>_<k>.JPEG``,
+    ``val/images/val_<k>.JPEG`` and ``val/val_annotations.txt``), 200 made-up classes,
+    ``per_class`` random 64x64 JPEGs per class (the first ``grey`` of them grey-scale, as a few
+    official ones are) and ``n_val`` validation images with labels cycling over the classes,
+    listed in a shuffled class order; with a ``MANIFEST.json`` of the zip's sha256. The real
+    data sets are linked beside it."""
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    wnids = wnids or [f"n{9000000 + 37 * i:08d}" for i in range(200)]
+    folder = root / "tiny-imagenet"
+    folder.mkdir(parents=True)
+    archive = folder / "tiny-imagenet-200.zip"
+
+    def jpeg(mode: str) -> bytes:
+        shape = (64, 64) if mode == "L" else (64, 64, 3)
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buf, "JPEG")
+        return buf.getvalue()
+
+    base = "tiny-imagenet-200"
+    listed = list(rng.permutation(wnids))  # wnids.txt is not sorted in the official archive
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(f"{base}/wnids.txt", "\n".join(listed) + "\n")
+        k = 0
+        for w in wnids:
+            for j in range(per_class):
+                zf.writestr(f"{base}/train/{w}/images/{w}_{j}.JPEG",
+                            jpeg("L" if k < grey else "RGB"))
+                k += 1
+        lines = []
+        for i in range(n_val):
+            zf.writestr(f"{base}/val/images/val_{i}.JPEG", jpeg("RGB"))
+            lines.append(f"val_{i}.JPEG\t{listed[i % len(listed)]}\t0\t0\t63\t63")
+        zf.writestr(f"{base}/val/val_annotations.txt", "\n".join(lines) + "\n")
+    (folder / "MANIFEST.json").write_text(json.dumps(
+        {"sha256": {archive.name: hashlib.sha256(archive.read_bytes()).hexdigest()},
+         "exactness": "random stand-in for tests", "test_images": n_val}))
+    _link_real(root)
     return root

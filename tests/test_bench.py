@@ -275,6 +275,21 @@ def test_paper_workload_groups_planned_runs_once(tmp_path):
     assert partial == ["irda/02_main"] and errors == {"irda/06_params": "ValueError: boom"}
 
 
+def test_paper_estimate_counts_a_tiny_imagenet_epoch_as_eight_cifar_epochs(tmp_path):
+    from replib.experiments.plan import NotebookPlan, Plan
+    from replib.tasks import lottery as lt_tasks
+
+    specs = [lt_tasks.ticket_spec("paper", "imp", model="vgg11", dataset=ds)
+             for ds in ("cifar10", "tinyimagenet")]
+    nb = NotebookPlan(tmp_path / "lottery" / "02_w.ipynb", "paper", specs, specs)
+    rows, total, _, _ = report.paper_estimate(Plan([nb]))
+    (c10,), (tin,) = ([r for r in rows if r[3] == ds] for ds in ("cifar10", "tinyimagenet"))
+    assert c10[5] == tin[5] == str(4 * 120)  # the same trainings (dense + 3 rounds)
+    s_c10, s_tin = (float(r[6].split()[0]) for r in (c10, tin))  # s/epoch, rounded to 1 s
+    assert s_tin == pytest.approx(8 * s_c10, abs=8) and "x8 for tinyimagenet" in tin[6]
+    assert total == pytest.approx(9 * 480 * s_c10 / 3600, rel=0.05)
+
+
 def test_unloadable_datasets_lists_what_is_not_on_disk_and_downloads_nothing(tmp_path,
                                                                            monkeypatch):
     import shutil

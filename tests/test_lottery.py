@@ -350,6 +350,29 @@ def test_imp_rate_and_ticket_spec():
         tasks.ticket_spec("cpu", "imp", model="resnet18")
 
 
+def test_tiny_imagenet_tickets_keep_the_recipe_and_smoke_its_cost():
+    from replib.tasks import lottery as tasks
+
+    # cpu and paper: the CIFAR recipe unchanged (same hyperparameters, only the data set differs)
+    for budget in ("cpu", "paper"):
+        c10 = tasks.ticket_spec(budget, "mask_log", model="vgg11")
+        tin = tasks.ticket_spec(budget, "mask_log", model="vgg11", dataset="tinyimagenet")
+        assert tin.dataset == "tinyimagenet" and tin.hp == c10.hp and tin.epochs == c10.epochs
+        assert tin.run_id != c10.run_id
+    # smoke: a quarter of the images at four times the pixels (CIFAR-10's spec is unchanged)
+    assert tasks.smoke_images("cifar10", 128) == 128 and tasks.smoke_images("cifar100", 200) == 200
+    assert tasks.smoke_images("tinyimagenet", 128) == 32
+    assert tasks.smoke_images("tinyimagenet", 200) == 50
+    assert tasks.ticket_spec("smoke", "imp").hp["train_subset"] == 128
+    assert tasks.ticket_spec("smoke", "imp", dataset="tinyimagenet").hp["train_subset"] == 32
+    # Tiny ImageNet's 64x64 inputs and 200 classes go through all three networks
+    x = torch.randn(2, 3, 64, 64)
+    for name in ("resnet20", "wrn20", "vgg11"):
+        assert tasks.build_model(name, 200, 8 if name == "wrn20" else 0)(x).shape == (2, 200)
+    with pytest.raises(ValueError, match="dataset='svhn'"):
+        tasks.ticket_spec("cpu", "imp", dataset="svhn")
+
+
 def test_concave_vs_imp_needs_both_regularizers_and_interpolates():
     imp = [(1.0, 0.90), (0.1, 0.80), (0.01, 0.60)]
     # at density 0.0316 (half-way in log between 0.1 and 0.01) IMP interpolates to 0.70

@@ -17,8 +17,8 @@ import time
 
 import torch
 
+from .. import data, models
 from .. import lottery as lt
-from .. import models
 from ..data import train_val_split
 from ..experiments.spec import task
 from ..metrics import count_params
@@ -147,6 +147,13 @@ def build_model(name: str, num_classes: int, width: int = 0):
     return models.get(name, num_classes)
 
 
+def smoke_images(dataset: str, n: int) -> int:
+    """``n`` CIFAR-sized (32x32) images' worth of pixels in images of ``dataset``: the smoke
+    budget keeps its cost on Tiny ImageNet's 64x64 images (``n // 4``) near CIFAR's."""
+    _, h, w = data.check_name(dataset).shape
+    return max(1, n * 32 * 32 // (h * w))
+
+
 def _ticket_splits(spec, ctx):
     hp = spec.hp
     train = ctx.load(spec.dataset, "train")
@@ -158,9 +165,9 @@ def _ticket_splits(spec, ctx):
         g = torch.Generator().manual_seed(1234)
         idx = torch.randperm(len(train), generator=g)[:hp["train_subset"]]
         train = train.subset(idx.to(train.labels.device), "train subset")
-    if spec.budget == "smoke":
-        test = test.subset(torch.arange(min(len(test), 200), device=test.labels.device),
-                           "smoke test subset")
+    if spec.budget == "smoke":  # 200 CIFAR-sized test images, as many pixels on larger ones
+        n = min(len(test), smoke_images(spec.dataset, 200))
+        test = test.subset(torch.arange(n, device=test.labels.device), "smoke test subset")
     return train, val, test
 
 
@@ -175,7 +182,7 @@ def _ticket_epochs(hp, epochs: int) -> int:
 
 @task("lottery_tickets", defaults=TICKET_DEFAULTS, models=TICKET_MODELS,
       train_epochs=_ticket_epochs,
-      datasets=("cifar10", "cifar100"))
+      datasets=("cifar10", "cifar100", "tinyimagenet"))
 def lottery_tickets(spec, ctx):
     """Search a sparse subnetwork with one method for ``rounds`` rounds with rewinding to
     ``theta_0`` and train each round's ticket in isolation; ``spec.epochs`` is the length of
@@ -322,7 +329,8 @@ def ticket_spec(budget: str, method: str, model: str = "resnet20", dataset: str 
     Reduced budgets (cpu, smoke) train each stage ``CPU_PLAN[model]`` (images, epochs; width), scale
     the mask's learning rate by the ratio of SGD steps (paper / ours, so that the loss and the
     regularizer move ``m`` as far per round as in the paper), multiply lambda by
-    ``CPU_LAM_SCALE`` and train only the final ticket.
+    ``CPU_LAM_SCALE`` and train only the final ticket. ``smoke`` trains one epoch on 128
+    images (:func:`smoke_images`: 32 of Tiny ImageNet's 64x64) for 2 rounds.
     """
     from ..experiments import make_spec
 
@@ -332,7 +340,8 @@ def ticket_spec(budget: str, method: str, model: str = "resnet20", dataset: str 
     else:
         if model not in CPU_PLAN:
             raise ValueError(f"model={model!r} has no cpu plan; allowed: {sorted(CPU_PLAN)}")
-        n, ep, width = CPU_PLAN[model] if budget == "cpu" else (128, 1, CPU_PLAN[model][2])
+        n, ep, width = (CPU_PLAN[model] if budget == "cpu"
+                        else (smoke_images(dataset, 128), 1, CPU_PLAN[model][2]))
         scale = lt.drift_matched_scale(ep, n, paper_epochs=PAPER_EPOCHS[model])
         kw = dict(epochs=ep, train_subset=n, lam_scale=CPU_LAM_SCALE,
                   mask_lr_scale=round(scale, 1), ticket_every_round=False)

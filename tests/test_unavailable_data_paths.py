@@ -1,8 +1,9 @@
-"""The CIFAR-100 cells of the notebooks (proxns 01-02, lottery 02 and 04, irda 03), which run
-only where CIFAR-100 can be loaded (never offline, so never in the smoke nbval run): executed at
-the smoke budget on a tiny random stand-in (``conftest.fake_cifar100``), checking that each
-notebook ran its CIFAR-100 runs and recorded the CIFAR-100 claims with a value or its own note,
-not the ledger's "not available". About five minutes on a 2-core machine."""
+"""The cells of the notebooks that run only where CIFAR-100 or Tiny ImageNet can be loaded
+(proxns 01-02, lottery 02 and 04, irda 03), never offline, so never in the smoke nbval run:
+executed at the smoke budget on tiny random stand-ins (``conftest.fake_cifar100`` and
+``conftest.fake_tinyimagenet``), checking that each notebook ran those runs and recorded their
+claims with a value or its own note, not the ledger's "not available". About six minutes on a
+2-core machine."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import fake_cifar100, have_data
+from conftest import fake_cifar100, fake_tinyimagenet, have_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory) -> Path:
-    return fake_cifar100(tmp_path_factory.mktemp("data"))
+    root = tmp_path_factory.mktemp("data")
+    fake_tinyimagenet(root, per_class=1, n_val=100)
+    return fake_cifar100(root)
 
 
 def _execute(nb: str, tmp_path: Path, monkeypatch) -> dict:
@@ -42,9 +45,11 @@ def on_stand_in(stand_in, monkeypatch, tmp_path) -> Path:
     monkeypatch.setenv("REPLIB_DATA", str(stand_in))
     monkeypatch.setenv("REPLIB_PROGRESS", "0")
     monkeypatch.setenv("REPLIB_THREADS", "1")
+    monkeypatch.setenv("REPLIB_CACHE", str(tmp_path / "cache"))  # not data/cache
     from replib import data
 
     assert data.available("cifar100") == (True, "")
+    assert data.available("tinyimagenet") == (True, "")
     return tmp_path
 
 
@@ -65,12 +70,13 @@ def test_proxns_tables_1_and_2b_run_on_cifar100(on_stand_in, monkeypatch) -> Non
     assert c100["T2-densenet40-c100-base-acc"]["value"] is None
 
 
-def test_lottery_figs_5_to_7_and_9_run_on_cifar100(on_stand_in, monkeypatch) -> None:
+def test_lottery_figs_5_to_9_run_on_cifar100_and_tiny_imagenet(on_stand_in, monkeypatch) -> None:
     f9 = _execute("lottery/04_ablations", on_stand_in, monkeypatch)
     assert isinstance(f9["F9-c100-concave-beats-sigmoid"]["value"], bool)
     assert "sigmoid" in f9["F9-c100-concave-beats-sigmoid"]["note"]
     f57 = _execute("lottery/02_winning_tickets", on_stand_in, monkeypatch)
-    for cid in ("F5-r20-c100", "F6-wrn20-c100", "F7-vgg11-c100"):
+    for cid in ("F5-r20-c100", "F6-wrn20-c100", "F7-vgg11-c100",
+                "F5-r20-tin", "F6-wrn20-tin", "F7-vgg11-tin"):
         assert isinstance(f57[cid]["value"], bool) and "vs IMP" in f57[cid]["note"]
 
 
