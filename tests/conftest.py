@@ -137,3 +137,34 @@ def fake_tinyimagenet(root: Path, per_class: int = 2, n_val: int = 200, grey: in
          "exactness": "random stand-in for tests", "test_images": n_val}))
     _link_real(root)
     return root
+
+
+def fake_imagenet(root: Path, per_class: int = 1, val_per_class: int = 1, seed: int = 0) -> Path:
+    """A tiny stand-in ILSVRC2012 under ``root/imagenet`` in the ImageFolder layout
+    (``train/<wnid>/*.JPEG``, ``val/<wnid>/*.JPEG``): 1000 made-up classes, random JPEGs of
+    assorted small sizes (some portrait, some landscape, a few grey-scale), and a
+    ``MANIFEST.json`` giving its own image counts. The real data sets are linked beside it."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder = root / "imagenet"
+    wnids = [f"n{1440000 + 17 * i:08d}" for i in range(1000)]
+    k = 0
+    for split, n in (("train", per_class), ("val", val_per_class)):
+        for w in wnids:
+            (folder / split / w).mkdir(parents=True)
+            for j in range(n):
+                h, wd = int(rng.integers(24, 72)), int(rng.integers(24, 72))
+                grey = k % 97 == 0
+                arr = rng.integers(0, 256, (h, wd) if grey else (h, wd, 3), dtype=np.uint8)
+                Image.fromarray(arr, "L" if grey else "RGB").save(
+                    folder / split / w / f"{w}_{j}.JPEG", "JPEG")
+                k += 1
+    (folder / "MANIFEST.json").write_text(json.dumps(
+        {"counts": {"train": 1000 * per_class, "val": 1000 * val_per_class},
+         "exactness": "random stand-in for tests"}))
+    _link_real(root)
+    return root

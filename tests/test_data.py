@@ -42,7 +42,7 @@ def test_available_says_why_a_dataset_cannot_be_loaded(tmp_path, monkeypatch):
     ok, why = data.available("mnist", tmp_path)
     assert not ok and why.endswith("(DatasetCorruptError)")
     with pytest.raises(ValueError):
-        data.available("imagenet", tmp_path)
+        data.available("svhn", tmp_path)
 
 
 def _copy_dataset(src_root, dst_root, folder):

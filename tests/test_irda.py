@@ -205,8 +205,11 @@ def test_setting_is_shared_and_refuses_unknown_data() -> None:
     assert IR.for_method(cpu, "sgd")["retrain_epochs"] == 0
     assert IR.for_method(cpu, "irda")["retrain_epochs"] == cpu["retrain_epochs"]
     assert not IR.setting("mnist", "paper")["augment"]
+    net = IR.setting("imagenet", "paper")  # the CIFAR tables' length, 10,000 held out
+    assert net["epochs"] == 120 and net["retrain_epochs"] == 40 and net["val_size"] == 10000
+    assert net["width_div"] == 1 and net["augment"] and net["train_subset"] == 0
     with pytest.raises(ValueError, match="dataset"):
-        IR.setting("imagenet", "cpu")
+        IR.setting("tinyimagenet", "cpu")
     with pytest.raises(ValueError, match="budget"):
         IR.setting("mnist", "gpu")
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import pickle
+import random
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -109,7 +111,17 @@ DATASETS: dict[str, DatasetInfo] = {
         "tinyimagenet", "tiny-imagenet", tuple(_TINY_MD5), 200, (3, 64, 64),
         (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), _TINY_MD5,
     ),
+    # ILSVRC2012 in the ImageFolder layout of PyTorch's ImageNet example (``train/<wnid>/*`` and
+    # ``val/<wnid>/*``, the validation images sorted into class folders); too large to hold in
+    # memory, so it is streamed (:class:`StreamSplit`). Its "files" are the two folders, checked
+    # by their class folders and image counts (no checksums exist for an extracted copy).
+    "imagenet": DatasetInfo(
+        "imagenet", "imagenet", ("train", "val"), 1000, (3, 224, 224),
+        (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+    ),
 }
+IMAGENET_COUNTS = {"train": 1_281_167, "val": 50_000}
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 SPLITS = ("train", "test")
 
 
@@ -160,9 +172,45 @@ class Split:
         ``(x / 255 - mean) / std`` computed in place on one new float tensor (the input is
         never modified), with the mean and std tensors cached per device.
         """
-        mean, std = _stats(self.info, images.device)
-        x = images.to(torch.float32, copy=True)
-        return x.div_(255.0).sub_(mean).div_(std)
+        return _normalize(self.info, images)
+
+
+def _normalize(info: DatasetInfo, images: torch.Tensor) -> torch.Tensor:
+    mean, std = _stats(info, images.device)
+    x = images.to(torch.float32, copy=True)
+    return x.div_(255.0).sub_(mean).div_(std)
+
+
+@dataclass
+class StreamSplit:
+    """A split too large for memory (ImageNet): image files with int64 labels, decoded batch by
+    batch by :func:`batches` in DataLoader workers. Same interface as :class:`Split` where the
+    training code needs one (``len``, ``labels``, ``subset``, ``to``, ``normalize``); ``to``
+    only records the device the batches go to."""
+
+    name: str
+    split: str
+    files: list[str]
+    labels: torch.Tensor
+    info: DatasetInfo
+    provenance: dict
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: torch.Tensor, suffix: str = "subset") -> StreamSplit:
+        keep = idx.cpu()
+        prov = dict(self.provenance, subset=f"{suffix}: {len(keep)} of {len(self)}")
+        return StreamSplit(self.name, self.split, [self.files[i] for i in keep.tolist()],
+                           self.labels[keep], self.info, prov, self.device)
+
+    def to(self, device: torch.device | str) -> StreamSplit:
+        return StreamSplit(self.name, self.split, self.files, self.labels, self.info,
+                           self.provenance, torch.device(device))
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return _normalize(self.info, images)
 
 
 _STATS: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -200,6 +248,8 @@ def _try_download(info: DatasetInfo, root: Path) -> bool:
     ``download_url`` with the MD5 check); False when offline or the download fails."""
     import torchvision.datasets as tvd
 
+    if info.name == "imagenet":
+        return False  # never downloadable (licence); verify() says so
     try:
         root.mkdir(parents=True, exist_ok=True)
         if info.name == "tinyimagenet":
@@ -230,6 +280,8 @@ def verify(name: str, root: Path | None = None, download: bool = True) -> dict:
     info = check_name(name)
     root = Path(root) if root is not None else data_root()
     folder = root / info.folder
+    if name == "imagenet":
+        return _verify_image_folder(info, root)
     missing = [f for f in info.files if not (folder / f).exists()]
     if missing:
         if (download and os.environ.get("REPLIB_OFFLINE") != "1"
@@ -272,6 +324,57 @@ def verify(name: str, root: Path | None = None, download: bool = True) -> dict:
     )
     return {"dataset": name, "root": str(root), "copy": "manifest", "check": "sha256",
             "test_images": manifest.get("test_images"), "exactness": manifest.get("exactness")}
+
+
+def _image_folder(split_dir: Path) -> tuple[list[str], list[str]]:
+    """``(classes, files)`` of an ImageFolder split: sorted class folders, and each class's
+    image files (by suffix, sorted) as paths relative to ``split_dir``."""
+    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    files = []
+    for c in classes:
+        files += sorted(f"{c}/{e.name}" for e in os.scandir(split_dir / c)
+                        if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES))
+    return classes, files
+
+
+def _verify_image_folder(info: DatasetInfo, root: Path) -> dict:
+    """Check ImageNet's ImageFolder copy: both folders present, the same 1000 class folders in
+    each, and the official number of images per split (a rebuilt copy's ``MANIFEST.json`` may
+    give its own ``counts``, with a warning). ImageNet is never downloaded (its licence asks
+    for a login at image-net.org)."""
+    folder = root / info.folder
+    missing = [d for d in info.files if not (folder / d).is_dir()]
+    if missing:
+        raise DatasetMissingError(
+            f"dataset 'imagenet' not found in {folder} (missing: {missing}); expected ILSVRC2012 "
+            f"in the ImageFolder layout: {folder}/train/<wnid>/*.JPEG and "
+            f"{folder}/val/<wnid>/*.JPEG (the 50,000 validation images sorted into their class "
+            f"folders). ImageNet cannot be downloaded automatically: its licence asks for a "
+            f"login at image-net.org.")
+    manifest_path = folder / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    expected = manifest.get("counts", IMAGENET_COUNTS) if manifest else IMAGENET_COUNTS
+    classes = {}
+    for d in info.files:
+        cls, files = _image_folder(folder / d)
+        classes[d] = cls
+        if len(cls) != info.num_classes:
+            raise DatasetCorruptError(f"dataset 'imagenet': {folder / d} has {len(cls)} class "
+                                      f"folders, expected {info.num_classes}")
+        if len(files) != expected[d]:
+            raise DatasetCorruptError(f"dataset 'imagenet': {folder / d} has {len(files)} "
+                                      f"images, expected {expected[d]} (an incomplete copy?)")
+    if classes["train"] != classes["val"]:
+        odd = sorted(set(classes["train"]) ^ set(classes["val"]))[:5]
+        raise DatasetCorruptError(f"dataset 'imagenet': train and val class folders differ "
+                                  f"(e.g. {odd})")
+    prov = {"dataset": "imagenet", "root": str(root), "check": "class folders and counts",
+            "copy": "manifest" if manifest else "image-folder", "counts": dict(expected)}
+    if manifest:
+        warnings.warn(f"dataset 'imagenet' at {folder} is a rebuilt copy with its own counts "
+                      f"({manifest.get('exactness', 'no exactness note')})", stacklevel=2)
+        prov["exactness"] = manifest.get("exactness")
+    return prov
 
 
 def available(name: str, root: Path | None = None, download: bool = True) -> tuple[bool, str]:
@@ -406,6 +509,15 @@ def load(name: str, split: str = "train", device: torch.device | str = "cpu") ->
         raise ValueError(f"split={split!r} is not known; allowed values: {list(SPLITS)}")
     root = data_root()
     folder = root / info.folder
+    if name == "imagenet":  # streamed from its files; "test" is the validation set
+        prov = verify(name, root)
+        d = folder / ("train" if split == "train" else "val")
+        classes, files = _image_folder(d)
+        index = {c: i for i, c in enumerate(classes)}
+        labels = torch.tensor([index[f.split("/", 1)[0]] for f in files], dtype=torch.int64)
+        prov = dict(prov, split=split, n=len(files), folder=str(d))
+        return StreamSplit(name, split, [str(d / f) for f in files], labels, info,
+                           prov).to(device)
     key = None
     if all((folder / f).exists() for f in info.files):
         stamp = "-".join(
@@ -490,7 +602,12 @@ def batches(
 
     Shuffling and augmentation draw from a generator seeded with ``seed``, so an epoch can be
     replayed exactly (which is what makes resume-from-checkpoint give the same history).
+    A :class:`StreamSplit` is decoded in DataLoader workers; ``pad`` or ``flip`` then ask for
+    ImageNet's training augmentation instead (:class:`_DecodeImages`).
     """
+    if isinstance(split, StreamSplit):
+        yield from _stream_batches(split, batch_size, shuffle, seed, pad > 0 or flip, drop_last)
+        return
     g = torch.Generator().manual_seed(seed)
     n = len(split)
     order = torch.randperm(n, generator=g).to(split.labels.device) if shuffle else None
@@ -506,6 +623,102 @@ def batches(
         if pad or flip:
             x = augment(x, pad, flip, g)
         yield split.normalize(x), y
+
+
+class _DecodeImages(torch.utils.data.Dataset):
+    """Position ``k`` of an epoch's ``order`` as a uint8 (3, S, S) tensor and its label.
+
+    Training (``train``): the random-resized crop of the ImageNet recipe (an area fraction in
+    [0.08, 1] and an aspect ratio in [3/4, 4/3], log-uniform; 10 tries, then the central crop
+    of the largest allowed shape) resized to S x S, then a horizontal flip with probability
+    1/2. Evaluation: the shorter side resized to S * 256 / 224, then the central S x S crop.
+    Every random draw comes from ``random.Random`` seeded by ``(seed, k)``, so an epoch is the
+    same whatever the number of workers, and a resumed run replays it exactly.
+    """
+
+    def __init__(self, files: list[str], labels: torch.Tensor, order: list[int], train: bool,
+                 seed: int, size: int) -> None:
+        self.files, self.labels, self.order = files, labels, order
+        self.train, self.seed, self.size = train, seed, size
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    @staticmethod
+    def _crop_box(w: int, h: int, rng: random.Random) -> tuple[int, int, int, int]:
+        area = w * h
+        for _ in range(10):
+            target = area * rng.uniform(0.08, 1.0)
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            cw = int(round(math.sqrt(target * ratio)))
+            ch = int(round(math.sqrt(target / ratio)))
+            if 0 < cw <= w and 0 < ch <= h:
+                x0 = rng.randint(0, w - cw)
+                y0 = rng.randint(0, h - ch)
+                return x0, y0, x0 + cw, y0 + ch
+        ratio = w / h  # fallback: the central crop, aspect ratio clamped to [3/4, 4/3]
+        if ratio < 3 / 4:
+            cw, ch = w, int(round(w / (3 / 4)))
+        elif ratio > 4 / 3:
+            cw, ch = int(round(h * 4 / 3)), h
+        else:
+            cw, ch = w, h
+        x0, y0 = (w - cw) // 2, (h - ch) // 2
+        return x0, y0, x0 + cw, y0 + ch
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import numpy as np
+        from PIL import Image
+
+        i = self.order[k]
+        s = self.size
+        try:
+            with Image.open(self.files[i]) as im:
+                im = im.convert("RGB")
+        except Exception as exc:
+            raise DatasetCorruptError(f"{self.files[i]} cannot be read as an image "
+                                      f"({type(exc).__name__}: {exc})") from exc
+        if self.train:
+            rng = random.Random(self.seed * 1_000_003 + k)
+            im = im.resize((s, s), Image.Resampling.BILINEAR, box=self._crop_box(*im.size, rng))
+            if rng.random() < 0.5:
+                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        else:
+            w, h = im.size
+            short = round(s * 256 / 224)
+            nw, nh = (short, max(short, round(h * short / w))) if w <= h else (
+                max(short, round(w * short / h)), short)
+            im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+            x0, y0 = (nw - s) // 2, (nh - s) // 2
+            im = im.crop((x0, y0, x0 + s, y0 + s))
+        x = torch.from_numpy(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy())
+        return x, self.labels[i]
+
+
+def loader_workers() -> int:
+    """DataLoader worker processes for streamed splits: ``REPLIB_WORKERS``, else up to 8."""
+    env = os.environ.get("REPLIB_WORKERS")
+    if env is not None:
+        if not env.isdigit():
+            raise ValueError(f"REPLIB_WORKERS={env!r} must be an integer >= 0")
+        return int(env)
+    return min(8, os.cpu_count() or 1)
+
+
+def _stream_batches(split: StreamSplit, batch_size: int, shuffle: bool, seed: int,
+                    train: bool, drop_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    n = len(split)
+    order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
+    ds = _DecodeImages(split.files, split.labels, order, train, seed, split.info.shape[-1])
+    workers = loader_workers()
+    cuda = split.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=False, drop_last=drop_last, num_workers=workers,
+        pin_memory=cuda, persistent_workers=False, prefetch_factor=4 if workers else None)
+    for x, y in loader:
+        x = x.to(split.device, non_blocking=cuda)
+        yield split.normalize(x), y.to(split.device, non_blocking=cuda)
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:

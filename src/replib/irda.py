@@ -139,8 +139,10 @@ def _replace_input_conv(model: nn.Module, in_channels: int) -> None:
     raise ValueError("model has no Conv2d to adapt")
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 3, width_div: int = 1) -> nn.Module:
-    """ResNet-18 (CIFAR stem) or VGG-16/19 with every width divided by ``width_div``.
+def build_model(name: str, num_classes: int, in_channels: int = 3, width_div: int = 1,
+                stem: str = "cifar") -> nn.Module:
+    """ResNet-18 (CIFAR stem; ``stem="imagenet"``: He et al.'s 7x7 stem and max-pool, for
+    ILSVRC2012) or VGG-16/19 with every width divided by ``width_div``.
 
     ``width_div=1`` is the paper's network (ResNet-18: 64/128/256/512, 11.2M parameters).
     The registry's networks take 3-channel input; for MNIST (Table 3, "the architecture is
@@ -154,7 +156,7 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, width_div: in
         raise ValueError(f"width_div={width_div!r} must be an integer >= 1")
     if name == "resnet18":
         widths = tuple(max(1, w // width_div) for w in (64, 128, 256, 512))
-        model: nn.Module = ResNet(widths, (2, 2, 2, 2), num_classes, shortcut="B")
+        model: nn.Module = ResNet(widths, (2, 2, 2, 2), num_classes, shortcut="B", stem=stem)
         init_batchnorm(model, 1.0)  # as models.resnet18
     elif name in ("vgg16", "vgg19"):
         cfg = [v if v == vgg_mod.M else max(1, int(v) // width_div)
@@ -305,6 +307,15 @@ _CIFAR = {
     "cpu": dict(train_subset=5000, val_size=1000, width_div=8, epochs=8, retrain_epochs=3),
     "paper": dict(train_subset=0, val_size=5000, width_div=1, epochs=120, retrain_epochs=40),
 }
+# ILSVRC2012 (Table 3; streamed from its files): the paper states no ImageNet length, so
+# ``paper`` keeps the 120 + 40 epochs of the CIFAR tables, with 10,000 training images held out
+# for Step 2's validation. ``cpu``: 1/8 widths on 20,000 training images (+ 5,000 held out),
+# 8 + 3 epochs (about JPEG decoding plus 2 minutes of compute per epoch on 2 cores).
+_IMAGENET = {
+    "smoke": dict(train_subset=64, val_size=32, width_div=16, epochs=1, retrain_epochs=1),
+    "cpu": dict(train_subset=20000, val_size=5000, width_div=8, epochs=8, retrain_epochs=3),
+    "paper": dict(train_subset=0, val_size=10000, width_div=1, epochs=120, retrain_epochs=40),
+}
 _MNIST = {
     "smoke": dict(train_subset=256, val_size=128, width_div=16, epochs=1, retrain_epochs=1),
     "cpu": dict(train_subset=0, val_size=5000, width_div=8, epochs=3, retrain_epochs=1),
@@ -321,13 +332,14 @@ def setting(dataset: str, budget: str) -> dict:
     iterations) and 3 of Step 2, on a 2-core CPU. ``cpu`` on MNIST: the whole training set
     (55,000 + 5,000 validation), 1/8 widths, 3 + 1 epochs. ``paper``: full widths, 120 epochs
     (Tables 5, 7, 8 say so) plus 40 epochs of Step 2, 5,000 validation images held out.
+    ILSVRC2012: see ``_IMAGENET`` (10,000 held out at ``paper``).
     Returns keyword arguments for ``make_spec`` (``epochs`` included); ``retrain_epochs`` is
     meant for iRDA runs only.
     """
     from .experiments.budgets import check_budget
 
     check_budget(budget)
-    table = {"cifar10": _CIFAR, "cifar100": _CIFAR, "mnist": _MNIST}
+    table = {"cifar10": _CIFAR, "cifar100": _CIFAR, "mnist": _MNIST, "imagenet": _IMAGENET}
     if dataset not in table:
         raise ValueError(f"dataset={dataset!r} is not known; allowed values: {sorted(table)}")
     out = dict(table[dataset][budget])

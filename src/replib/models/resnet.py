@@ -73,8 +73,14 @@ class BasicBlock(nn.Module):
         return self.relu2(out + self.shortcut(x))
 
 
+STEMS = ("cifar", "imagenet")
+
+
 class ResNet(PrunableModel):
     """Stem conv3x3(3 -> widths[0])-BN-ReLU, stages of basic blocks, global average pool, fc.
+
+    ``stem="imagenet"``: conv7x7 stride 2 - BN - ReLU - max-pool 3x3 stride 2 instead, the
+    network of He et al. for 224x224 ImageNet images (iRDA's Table 3 ILSVRC2012 row).
 
     Stage ``s`` has ``blocks[s]`` blocks of width ``widths[s]``; the first block of every stage
     but the first halves the resolution. The global pool is adaptive, so the net also takes
@@ -87,20 +93,24 @@ class ResNet(PrunableModel):
         blocks: Sequence[int],
         num_classes: int = 10,
         shortcut: str = "B",
+        stem: str = "cifar",
     ) -> None:
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut={shortcut!r} is not known; allowed values: {SHORTCUTS}")
+        if stem not in STEMS:
+            raise ValueError(f"stem={stem!r} is not known; allowed values: {STEMS}")
         if len(widths) != len(blocks):
             raise ValueError(f"widths={list(widths)} and blocks={list(blocks)} differ in length")
         self.shortcut = shortcut
-        self.stem = nn.Sequential(
-            OrderedDict(
-                conv=nn.Conv2d(3, widths[0], 3, 1, padding=1, bias=False),
-                bn=nn.BatchNorm2d(widths[0]),
-                relu=nn.ReLU(),
-            )
-        )
+        if stem == "cifar":
+            layers = OrderedDict(conv=nn.Conv2d(3, widths[0], 3, 1, padding=1, bias=False),
+                                 bn=nn.BatchNorm2d(widths[0]), relu=nn.ReLU())
+        else:  # He et al.'s ImageNet stem: 7x7 stride-2 conv and a 3x3 stride-2 max-pool
+            layers = OrderedDict(conv=nn.Conv2d(3, widths[0], 7, 2, padding=3, bias=False),
+                                 bn=nn.BatchNorm2d(widths[0]), relu=nn.ReLU(),
+                                 pool=nn.MaxPool2d(3, 2, padding=1))
+        self.stem = nn.Sequential(layers)
         stages: list[tuple[str, nn.Module]] = []
         in_channels = widths[0]
         for s, (width, n) in enumerate(zip(widths, blocks), start=1):

@@ -151,7 +151,7 @@ def _best_val_index(rows: list[dict]) -> int:
 @task("irda", defaults=IRDA_DEFAULTS, models=("resnet18", "vgg16", "vgg19"),
       train_epochs=lambda hp, e: e + (int(hp["retrain_epochs"]) if hp["method"] == "irda"
                                       else 0),  # Step 1, then Step 2 for iRDA
-      datasets=("mnist", "cifar10", "cifar100"))
+      datasets=("mnist", "cifar10", "cifar100", "imagenet"))
 def irda(spec, ctx):
     """Train with SGD / prox-SGD / sqrt(t)-prox-SGD / iRDA (Steps 1-2); see the module doc."""
     hp = spec.hp
@@ -160,7 +160,9 @@ def irda(spec, ctx):
     train, val, test = load_splits(spec, ctx)
     info = train.info
     model = IR.build_model(spec.model, info.num_classes, in_channels=info.shape[0],
-                           width_div=hp["width_div"]).to(ctx.device)
+                           width_div=hp["width_div"],
+                           stem="imagenet" if spec.dataset == "imagenet" else "cifar"
+                           ).to(ctx.device)
     if hp["s"] > 0:
         gen = torch.Generator().manual_seed(hp["init_seed"])
         IR.init_irda_(model, hp["s"], generator=gen)
