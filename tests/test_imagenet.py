@@ -179,3 +179,27 @@ def test_irda_trains_on_the_stand_in_at_smoke(stand_in):
     assert {d["dataset"] for d in rec["provenance"]["datasets"]} == {"imagenet"}
     assert 0 <= m["test_acc"] <= m["test_top5"] <= 1 and m["test_n"] == 500
     assert [h["stage"] for h in rec.history] == [1, 2] and m["sparsity"] > 0  # Steps 1 and 2
+
+
+def test_resumed_training_on_a_stream_equals_uninterrupted(stand_in, tmp_path):
+    from replib import irda as IR
+    from replib.train import fit
+
+    train = _load("train").subset(torch.arange(48))
+    test = _load("test").subset(torch.arange(16))
+
+    def trained(ckpt, lengths, init_seed):
+        torch.manual_seed(init_seed)
+        model = IR.build_model("resnet18", 1000, width_div=16, stem="imagenet")
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        for epochs in lengths:  # a second fit() on the same folder resumes the first
+            hist = fit(model, train, epochs=epochs, optimizer=opt, batch_size=16, test=test,
+                       pad=4, flip=True, seed=3, ckpt_dir=ckpt, progress=False)
+        return model, [{k: v for k, v in h.items() if k != "epoch_time_s"} for h in hist]
+
+    ref_model, ref = trained(tmp_path / "a", [2], init_seed=0)
+    trained(tmp_path / "b", [1], init_seed=0)  # "interrupted" after its first epoch
+    model, resumed = trained(tmp_path / "b", [2], init_seed=1)  # another init: all is loaded
+    assert resumed == ref and len(ref) == 2
+    assert all(torch.equal(a, b) for a, b in zip(ref_model.state_dict().values(),
+                                                 model.state_dict().values()))
