@@ -265,6 +265,68 @@ def test_run_relaxed_and_imp_rounds_and_resume(tmp_path):
     assert imp["find_train_s"] > 0 and len(imp["histories"]) == 3
 
 
+def test_late_rewinding_takes_the_weights_after_k_steps_and_survives_resume(tmp_path):
+    split = _tiny_split()  # 48 images, batches of 16: 3 steps per epoch, 6 per stage
+    cfg = lt.TrainConfig(epochs=2, batch_size=16, pad=0, flip=False, lr=0.05)
+    torch.manual_seed(0)
+    model = Tiny()
+    theta0 = M.snapshot(model)
+    seen = {}
+
+    def spy(mdl, step):  # the caller's hook still runs, and tells what step 4 left
+        if step == 3:
+            seen.update(M.snapshot(mdl))
+
+    into = dict(theta0)
+    lt.train_stage(model, split, split, cfg, "dense", tmp_path / "s", after_step=spy,
+                   rewind_iter=4, rewind_into=into)
+    assert set(into) == set(theta0) and all(torch.equal(into[k], seen[k]) for k in seen)
+    assert not torch.equal(into["conv.weight"], theta0["conv.weight"])
+    assert not torch.equal(into["conv.weight"], model.conv.weight)  # 2 more steps followed
+    # a completed stage is loaded from its checkpoint, and the rewinding point from its file
+    again = {}
+    lt.train_stage(Tiny(), split, split, cfg, "dense", tmp_path / "s", rewind_iter=4,
+                   rewind_into=again)
+    assert all(torch.equal(again[k], into[k]) for k in into)
+    with pytest.raises(ValueError, match=r"rewind_iter=6 must lie in \(0, 6\)"):
+        lt.train_stage(Tiny(), split, split, cfg, "x", tmp_path / "x", rewind_iter=6,
+                       rewind_into={})
+    # IMP and Algorithm 1 rewind every ticket to that point instead of theta_0
+    torch.manual_seed(0)
+    imp = lt.run_imp(Tiny, split, split, cfg, lambda n: tmp_path / "i" / n, rounds=1,
+                     rate=0.5, rewind_iter=4)
+    dense_ckpt = torch.load(tmp_path / "i" / "train0" / "rewind_point.pt", weights_only=True)
+    ticket = torch.load(next((tmp_path / "i" / "train1").glob("*.pt")), weights_only=False)
+    assert imp["rounds"][1]["density"] == pytest.approx(0.5, abs=0.01)
+    assert not torch.equal(dense_ckpt["conv.weight"], theta0["conv.weight"])
+    assert ticket["epoch"] == 1  # the ticket trained its two epochs from there
+    torch.manual_seed(0)
+    rel = lt.run_relaxed(Tiny, split, split, cfg, lambda n: tmp_path / "r" / n, "log",
+                         lam=0.05, rounds=2, alpha=0.3, rewind_iter=2)
+    assert (tmp_path / "r" / "search1" / "rewind_point.pt").exists()
+    assert not (tmp_path / "r" / "search2" / "rewind_point.pt").exists()
+    assert [r["round"] for r in rel["rounds"]] == [1, 2]
+
+
+def test_rewind_iter_is_left_out_of_run_ids_at_zero():
+    from replib.experiments import RunSpec
+    from replib.tasks import lottery as tasks
+
+    spec = tasks.ticket_spec("cpu", "mask_log")
+    assert spec.hp["rewind_iter"] == 0 and "rewind_iter" not in spec.to_json()["hparams"]
+    back = RunSpec.from_json(spec.to_json())
+    assert back == spec and back.run_id == spec.run_id
+    # the committed cpu record of the ResNet-20 mask-log tickets keeps its id
+    from replib import repo_root
+
+    assert (repo_root() / "data" / "results" / "lottery" / f"{spec.run_id}.json").exists()
+    late = tasks.ticket_spec("cpu", "mask_log", rewind_iter=5)
+    assert late.run_id != spec.run_id and late.to_json()["hparams"]["rewind_iter"] == 5
+    assert RunSpec.from_json(late.to_json()) == late
+    with pytest.raises(ValueError, match="rewind_iter"):
+        tasks.ticket_spec("cpu", "mask_log", rewind_iter=-1)
+
+
 def test_sigmoid_mask_pieces():
     assert lt.sigmoid_beta(0, 5) == 1.0 and lt.sigmoid_beta(4, 5) == pytest.approx(200.0)
     assert lt.sigmoid_beta(2, 5) == pytest.approx(200 ** 0.5)

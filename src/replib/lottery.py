@@ -19,8 +19,10 @@ Two parts:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -525,14 +527,38 @@ class Stage:
 
 
 def train_stage(model: nn.Module, train, test, cfg: TrainConfig, name: str, ckpt_dir,
-                penalty=None, after_step=None, epoch_metrics=None, val=None) -> Stage:
+                penalty=None, after_step=None, epoch_metrics=None, val=None,
+                rewind_iter: int = 0, rewind_into: dict | None = None) -> Stage:
     """``replib.train.fit`` with Sec. V-D's optimizer: SGD on two groups (network with weight
     decay; masks without, at ``cfg.mask_lr_scale`` times the learning rate) and both learning
     rates divided by 10 at ``cfg.milestones`` (fractions of the epochs; 56/85 and 71/85 for
-    ResNet-20). Checkpointed in ``ckpt_dir``, so a completed stage is loaded, not retrained."""
+    ResNet-20). Checkpointed in ``ckpt_dir``, so a completed stage is loaded, not retrained.
+
+    ``rewind_iter > 0``: the weights after that many SGD steps of this stage (a
+    :func:`~replib.sparsity.masks.snapshot`, saved beside the checkpoint so that a resumed
+    stage still has it) replace the contents of ``rewind_into``: the rewinding point of
+    "late rewinding" (the lottery paper's ref. [11]) instead of the initialization."""
     import time
 
+    from .data import num_batches
     from .train import fit, multistep_schedule
+
+    if rewind_iter:
+        total = cfg.epochs * num_batches(len(train), cfg.batch_size)
+        if not 0 < rewind_iter < total or rewind_into is None:
+            raise ValueError(f"rewind_iter={rewind_iter} must lie in (0, {total}), the steps of "
+                             f"stage {name!r}, with a dict to rewind into")
+        snap_path = Path(ckpt_dir) / "rewind_point.pt"
+        inner = after_step
+
+        def after_step(mdl, step):  # noqa: F811  (wraps the caller's hook)
+            if inner is not None:
+                inner(mdl, step)
+            if step == rewind_iter - 1:  # ``rewind_iter`` steps done
+                snap_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = snap_path.with_suffix(".tmp")
+                torch.save(masks_mod.snapshot(mdl), tmp)
+                os.replace(tmp, snap_path)
 
     groups = mask_param_groups(model, cfg.weight_decay)
     if len(groups) > 1:
@@ -544,6 +570,9 @@ def train_stage(model: nn.Module, train, test, cfg: TrainConfig, name: str, ckpt
                batch_size=cfg.batch_size, test=test, val=val, penalty=penalty,
                after_step=after_step, epoch_metrics=epoch_metrics, pad=cfg.pad, flip=cfg.flip,
                seed=cfg.seed, ckpt_dir=ckpt_dir, device=cfg.device, desc=name)
+    if rewind_iter:
+        rewind_into.clear()
+        rewind_into.update(torch.load(snap_path, map_location=cfg.device, weights_only=True))
     return Stage(name, hist, time.perf_counter() - t0)
 
 
@@ -566,12 +595,14 @@ def _ticket_row(t: int, kept: Mapping[str, Tensor] | None, stage: Stage) -> dict
 
 
 def run_imp(build, train, test, cfg: TrainConfig, stage_dir, rounds: int = 3,
-            rate: float = 0.2, rewind_state=None, val=None) -> dict:
+            rate: float = 0.2, rewind_state=None, val=None, rewind_iter: int = 0) -> dict:
     """IMP with rewinding (Frankle & Carbin [4]; Fig. 1): train, prune ``rate`` of the remaining
     weights with the smallest ``|w|`` globally (open_lth's ``sparse_global``), rewind, repeat.
 
     Stage 0 trains the dense network (the baseline); stage ``t`` trains the ticket of round ``t``
-    from the rewound weights, so ``rounds`` prunings need ``rounds + 1`` trainings.
+    from the rewound weights, so ``rounds`` prunings need ``rounds + 1`` trainings. The weights
+    are rewound to the initialization, or with ``rewind_iter > 0`` to those after that many
+    steps of the dense training ("late rewinding", [11]).
     """
     model = build().to(cfg.device)
     theta0 = masks_mod.snapshot(model) if rewind_state is None else rewind_state
@@ -581,7 +612,9 @@ def run_imp(build, train, test, cfg: TrainConfig, stage_dir, rounds: int = 3,
         if t > 0:
             kept = imp_round(model, kept, rate)
             model = fresh_ticket(build, theta0, kept, cfg.device)
-        st = train_stage(model, train, test, cfg, f"imp{t}", stage_dir(f"train{t}"), val=val)
+        st = train_stage(model, train, test, cfg, f"imp{t}", stage_dir(f"train{t}"), val=val,
+                         **({"rewind_iter": rewind_iter, "rewind_into": theta0}
+                            if t == 0 and rewind_iter else {}))
         stages.append(st)
         row = _ticket_row(t, kept, st)
         row["search_train_s"] = stages[t - 1].train_s if t > 0 else 0.0
@@ -593,7 +626,8 @@ def run_imp(build, train, test, cfg: TrainConfig, stage_dir, rounds: int = 3,
 
 def _search_rounds(model: nn.Module, build, theta0, train, test, cfg: TrainConfig, stage_dir,
                    rounds: int, ticket_every_round: bool, val, start_round: Callable[[int], None],
-                   find_ticket: Callable[[nn.Module], Mapping[str, Tensor]], **hooks
+                   find_ticket: Callable[[nn.Module], Mapping[str, Tensor]],
+                   rewind_iter: int = 0, **hooks
                    ) -> tuple[list[dict], dict, list[float], list[float]]:
     """The search rounds shared by Algorithm 1 and the sigmoid baseline [12].
 
@@ -601,13 +635,17 @@ def _search_rounds(model: nn.Module, build, theta0, train, test, cfg: TrainConfi
     with the ``train_stage`` ``hooks`` (penalty, after_step, epoch_metrics), ``find_ticket``
     reads the binary mask off the searched network, and when ``ticket_every_round`` or
     ``t == rounds`` that mask is trained in isolation from ``theta0`` (stage ``ticket{t}``).
+    ``rewind_iter > 0``: ``theta0`` (a dict, updated in place) becomes the weights after that
+    many steps of round 1's search, the point every later round and ticket rewinds to.
     Returns (one row per round, stage histories, search times, ticket times).
     """
     rows, hist, search_s, ticket_s = [], {}, [], []
     for t in range(1, rounds + 1):
         start_round(t)
+        late = {"rewind_iter": rewind_iter, "rewind_into": theta0} if t == 1 and rewind_iter \
+            else {}
         st = train_stage(model, train, test, cfg, f"search{t}", stage_dir(f"search{t}"),
-                         val=val, **hooks)
+                         val=val, **late, **hooks)
         hist[st.name] = st.history
         search_s.append(st.train_s)
         kept = find_ticket(model)
@@ -627,7 +665,7 @@ def _search_rounds(model: nn.Module, build, theta0, train, test, cfg: TrainConfi
 def run_relaxed(build, train, test, cfg: TrainConfig, stage_dir, reg: str, lam: float,
                 rounds: int = 3, eps: float = 0.1, alpha: float = 0.01, rule: str = "threshold",
                 rate: float = 0.2, m0: float = 0.5, ticket_every_round: bool = True,
-                rewind_state=None, val=None) -> dict:
+                rewind_state=None, val=None, rewind_iter: int = 0) -> dict:
     """Algorithm 1: ``rounds`` x (rewind ``theta`` to ``theta_0`` keeping ``m = m_{t-1}``; train
     ``(theta, m)`` on ``L(x; m * theta) + lambda R(m)`` by SGD followed by the projection of
     ``m`` onto [0, 1] after every step (Sec. III-B); prune ``m < alpha`` (or a percentage,
@@ -635,6 +673,8 @@ def run_relaxed(build, train, test, cfg: TrainConfig, stage_dir, reg: str, lam: 
 
     After round ``t`` the binary pattern is trained in isolation from ``theta_0`` (the "training
     of the sparse network" of Table III) when ``ticket_every_round`` or ``t == rounds``.
+    ``rewind_iter > 0`` rewinds ``theta`` to its value after that many steps of round 1
+    instead of ``theta_0`` (late rewinding, [11]; not the paper's Algorithm 1).
     """
     R = mask_regularizer(reg, eps)
     model = build().to(cfg.device)
@@ -666,8 +706,8 @@ def run_relaxed(build, train, test, cfg: TrainConfig, stage_dir, reg: str, lam: 
 
     rows, hist, search_s, ticket_s = _search_rounds(
         model, build, theta0, train, test, cfg, stage_dir, rounds, ticket_every_round, val,
-        start_round, find_ticket, penalty=penalty, after_step=after_step,
-        epoch_metrics=epoch_metrics)
+        start_round, find_ticket, rewind_iter=rewind_iter, penalty=penalty,
+        after_step=after_step, epoch_metrics=epoch_metrics)
     return {"rounds": rows, "histories": hist, "mask_histograms": histograms,
             "find_train_s": sum(search_s), "ticket_train_s": ticket_s[-1]}
 

@@ -21,7 +21,7 @@ PAPERS = ("acnn", "lottery", "irda", "l0", "proxns", "compare")
 # Hyperparameters that are negative only by mistake (learning rates, penalty weights, ...).
 NONNEGATIVE = {
     "lr", "lam", "lambda", "lam_l1", "lam_l2", "alpha", "alpha_l0", "alpha_l2", "beta", "gamma",
-    "eps", "weight_decay", "momentum", "s", "threshold", "rate", "scale", "dropout",
+    "eps", "weight_decay", "momentum", "s", "threshold", "rate", "scale", "dropout", "rewind_iter",
 }
 
 
@@ -64,6 +64,14 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
+# Hyperparameters added to a task after records of it were committed: ``to_json`` (and so the
+# run id) leaves one out while it has the value given here, and ``from_json`` puts it back, so
+# the older records keep their ids and every spec in memory carries the task's full set.
+ADDED_HPARAMS: dict[str, dict[str, Any]] = {
+    "lottery_tickets": {"rewind_iter": 0},
+}
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that determines a run. Build it with :func:`make_spec` (which validates)."""
@@ -83,7 +91,9 @@ class RunSpec:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["hparams"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.hparams}
+        added = ADDED_HPARAMS.get(self.task, {})
+        d["hparams"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.hparams
+                        if not (k in added and v == added[k])}
         return d
 
     @property
@@ -97,7 +107,8 @@ class RunSpec:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RunSpec:
-        hp = tuple(sorted((k, _freeze(v)) for k, v in d["hparams"].items()))
+        hparams = dict(ADDED_HPARAMS.get(d["task"], {}), **d["hparams"])
+        hp = tuple(sorted((k, _freeze(v)) for k, v in hparams.items()))
         return cls(d["paper"], d["task"], d["dataset"], d["model"], d["epochs"], d["seed"],
                    d["budget"], hp)
 

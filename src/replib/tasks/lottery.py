@@ -131,6 +131,10 @@ TICKET_DEFAULTS.update({
     "beta_final": 200.0,      # sigmoid temperature at the end of a round (Sec. V-G)
     "ticket_every_round": True,
     "width": 0,               # ResNets: 0 = the paper's width (16; WRN-20: 64)
+    # 0: rewind theta to theta_0 (Algorithm 1); k > 0: to theta after k SGD steps of the first
+    # training ("late rewinding", [11]; our variation, not the paper's setting). Added after
+    # records existed: experiments.spec.ADDED_HPARAMS keeps it out of the run id at 0.
+    "rewind_iter": 0,
 })
 
 
@@ -211,16 +215,20 @@ def lottery_tickets(spec, ctx):
                          device=ctx.device)
     lam = (hp["lam"] or PAPER_LAMBDA.get(method, 0.0)) * hp["lam_scale"]
     t0 = time.perf_counter()
+    rewind_iter = int(hp["rewind_iter"])
+    if rewind_iter and method == "sigmoid":
+        raise ValueError("rewind_iter > 0 is implemented for imp, mask_l1 and mask_log only")
     if method == "imp":
         out = lt.run_imp(build, train, test, cfg, ctx.stage_dir, hp["rounds"], hp["rate"],
-                         val=val)
+                         val=val, rewind_iter=rewind_iter)
     elif method == "sigmoid":
         out = lt.run_sigmoid(build, train, test, cfg, ctx.stage_dir, lam, hp["rounds"],
                              hp["s0"], hp["beta_final"], hp["ticket_every_round"], val=val)
     else:
         out = lt.run_relaxed(build, train, test, cfg, ctx.stage_dir, method.split("_")[1], lam,
                              hp["rounds"], hp["eps"], hp["alpha"], hp["prune"], hp["rate"],
-                             hp["m0"], hp["ticket_every_round"], val=val)
+                             hp["m0"], hp["ticket_every_round"], val=val,
+                             rewind_iter=rewind_iter)
     wall = time.perf_counter() - t0
     rows = out["rounds"]
     final = rows[-1]
