@@ -78,6 +78,17 @@ def fake_cifar100(root: Path, n_train: int = 200, n_test: int = 100, seed: int =
     return root
 
 
+def load_stand_in(name: str, split: str):
+    """``replib.data.load`` of a stand-in data set, without its "rebuilt copy" warning."""
+    import warnings
+
+    from replib import data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return data.load(name, split)
+
+
 def _link_real(root: Path) -> None:
     """Link the real data sets (``REPLIB_DATA`` or the shared copy) into ``root`` beside the
     stand-ins already there."""

@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from conftest import fake_tinyimagenet
+from conftest import fake_tinyimagenet, load_stand_in
 from PIL import Image
 
 from replib import data
@@ -30,9 +30,7 @@ def stand_in(tmp_path, monkeypatch):
 
 
 def _load(split):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the stand-in is a manifest copy
-        return data.load("tinyimagenet", split)
+    return load_stand_in("tinyimagenet", split)
 
 
 def _decode(zf, name):

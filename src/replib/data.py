@@ -248,8 +248,6 @@ def _try_download(info: DatasetInfo, root: Path) -> bool:
     ``download_url`` with the MD5 check); False when offline or the download fails."""
     import torchvision.datasets as tvd
 
-    if info.name == "imagenet":
-        return False  # never downloadable (licence); verify() says so
     try:
         root.mkdir(parents=True, exist_ok=True)
         if info.name == "tinyimagenet":
@@ -281,7 +279,7 @@ def verify(name: str, root: Path | None = None, download: bool = True) -> dict:
     root = Path(root) if root is not None else data_root()
     folder = root / info.folder
     if name == "imagenet":
-        return _verify_image_folder(info, root)
+        return _verify_image_folder(info, root)[0]
     missing = [f for f in info.files if not (folder / f).exists()]
     if missing:
         if (download and os.environ.get("REPLIB_OFFLINE") != "1"
@@ -337,11 +335,13 @@ def _image_folder(split_dir: Path) -> tuple[list[str], list[str]]:
     return classes, files
 
 
-def _verify_image_folder(info: DatasetInfo, root: Path) -> dict:
+def _verify_image_folder(info: DatasetInfo, root: Path
+                         ) -> tuple[dict, dict[str, tuple[list[str], list[str]]]]:
     """Check ImageNet's ImageFolder copy: both folders present, the same 1000 class folders in
     each, and the official number of images per split (a rebuilt copy's ``MANIFEST.json`` may
     give its own ``counts``, with a warning). ImageNet is never downloaded (its licence asks
-    for a login at image-net.org)."""
+    for a login at image-net.org). Returns the provenance and the listing of each folder
+    (:func:`_image_folder`), so that :func:`load` does not list 1.3M files twice."""
     folder = root / info.folder
     missing = [d for d in info.files if not (folder / d).is_dir()]
     if missing:
@@ -354,10 +354,9 @@ def _verify_image_folder(info: DatasetInfo, root: Path) -> dict:
     manifest_path = folder / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
     expected = manifest.get("counts", IMAGENET_COUNTS) if manifest else IMAGENET_COUNTS
-    classes = {}
-    for d in info.files:
-        cls, files = _image_folder(folder / d)
-        classes[d] = cls
+    listings = {d: _image_folder(folder / d) for d in info.files}
+    classes = {d: cls for d, (cls, _) in listings.items()}
+    for d, (cls, files) in listings.items():
         if len(cls) != info.num_classes:
             raise DatasetCorruptError(f"dataset 'imagenet': {folder / d} has {len(cls)} class "
                                       f"folders, expected {info.num_classes}")
@@ -374,7 +373,7 @@ def _verify_image_folder(info: DatasetInfo, root: Path) -> dict:
         warnings.warn(f"dataset 'imagenet' at {folder} is a rebuilt copy with its own counts "
                       f"({manifest.get('exactness', 'no exactness note')})", stacklevel=2)
         prov["exactness"] = manifest.get("exactness")
-    return prov
+    return prov, listings
 
 
 def available(name: str, root: Path | None = None, download: bool = True) -> tuple[bool, str]:
@@ -510,9 +509,10 @@ def load(name: str, split: str = "train", device: torch.device | str = "cpu") ->
     root = data_root()
     folder = root / info.folder
     if name == "imagenet":  # streamed from its files; "test" is the validation set
-        prov = verify(name, root)
-        d = folder / ("train" if split == "train" else "val")
-        classes, files = _image_folder(d)
+        sub = "train" if split == "train" else "val"
+        prov, listings = _verify_image_folder(info, root)
+        classes, files = listings[sub]
+        d = folder / sub
         index = {c: i for i, c in enumerate(classes)}
         labels = torch.tensor([index[f.split("/", 1)[0]] for f in files], dtype=torch.int64)
         prov = dict(prov, split=split, n=len(files), folder=str(d))

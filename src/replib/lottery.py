@@ -549,11 +549,11 @@ def train_stage(model: nn.Module, train, test, cfg: TrainConfig, name: str, ckpt
             raise ValueError(f"rewind_iter={rewind_iter} must lie in (0, {total}), the steps of "
                              f"stage {name!r}, with a dict to rewind into")
         snap_path = Path(ckpt_dir) / "rewind_point.pt"
-        inner = after_step
+        caller_hook = after_step
 
-        def after_step(mdl, step):  # noqa: F811  (wraps the caller's hook)
-            if inner is not None:
-                inner(mdl, step)
+        def after_step(mdl, step):  # the caller's hook, then the snapshot after step k
+            if caller_hook is not None:
+                caller_hook(mdl, step)
             if step == rewind_iter - 1:  # ``rewind_iter`` steps done
                 snap_path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = snap_path.with_suffix(".tmp")
@@ -595,7 +595,7 @@ def _ticket_row(t: int, kept: Mapping[str, Tensor] | None, stage: Stage) -> dict
 
 
 def run_imp(build, train, test, cfg: TrainConfig, stage_dir, rounds: int = 3,
-            rate: float = 0.2, rewind_state=None, val=None, rewind_iter: int = 0) -> dict:
+            rate: float = 0.2, val=None, rewind_iter: int = 0) -> dict:
     """IMP with rewinding (Frankle & Carbin [4]; Fig. 1): train, prune ``rate`` of the remaining
     weights with the smallest ``|w|`` globally (open_lth's ``sparse_global``), rewind, repeat.
 
@@ -605,7 +605,7 @@ def run_imp(build, train, test, cfg: TrainConfig, stage_dir, rounds: int = 3,
     steps of the dense training ("late rewinding", [11]).
     """
     model = build().to(cfg.device)
-    theta0 = masks_mod.snapshot(model) if rewind_state is None else rewind_state
+    theta0 = masks_mod.snapshot(model)
     kept = None
     rows, stages = [], []
     for t in range(rounds + 1):
@@ -642,8 +642,8 @@ def _search_rounds(model: nn.Module, build, theta0, train, test, cfg: TrainConfi
     rows, hist, search_s, ticket_s = [], {}, [], []
     for t in range(1, rounds + 1):
         start_round(t)
-        late = {"rewind_iter": rewind_iter, "rewind_into": theta0} if t == 1 and rewind_iter \
-            else {}
+        late = ({"rewind_iter": rewind_iter, "rewind_into": theta0}
+                if t == 1 and rewind_iter else {})
         st = train_stage(model, train, test, cfg, f"search{t}", stage_dir(f"search{t}"),
                          val=val, **late, **hooks)
         hist[st.name] = st.history
@@ -665,7 +665,7 @@ def _search_rounds(model: nn.Module, build, theta0, train, test, cfg: TrainConfi
 def run_relaxed(build, train, test, cfg: TrainConfig, stage_dir, reg: str, lam: float,
                 rounds: int = 3, eps: float = 0.1, alpha: float = 0.01, rule: str = "threshold",
                 rate: float = 0.2, m0: float = 0.5, ticket_every_round: bool = True,
-                rewind_state=None, val=None, rewind_iter: int = 0) -> dict:
+                val=None, rewind_iter: int = 0) -> dict:
     """Algorithm 1: ``rounds`` x (rewind ``theta`` to ``theta_0`` keeping ``m = m_{t-1}``; train
     ``(theta, m)`` on ``L(x; m * theta) + lambda R(m)`` by SGD followed by the projection of
     ``m`` onto [0, 1] after every step (Sec. III-B); prune ``m < alpha`` (or a percentage,
@@ -678,7 +678,7 @@ def run_relaxed(build, train, test, cfg: TrainConfig, stage_dir, reg: str, lam: 
     """
     R = mask_regularizer(reg, eps)
     model = build().to(cfg.device)
-    theta0 = masks_mod.snapshot(model) if rewind_state is None else rewind_state
+    theta0 = masks_mod.snapshot(model)
     masks_mod.add_relaxed_masks(model, init=m0)
     histograms = []
 
@@ -714,13 +714,13 @@ def run_relaxed(build, train, test, cfg: TrainConfig, stage_dir, reg: str, lam: 
 
 def run_sigmoid(build, train, test, cfg: TrainConfig, stage_dir, lam: float, rounds: int = 3,
                 s0: float = 0.0, beta_final: float = 200.0, ticket_every_round: bool = True,
-                rewind_state=None, val=None) -> dict:
+                val=None) -> dict:
     """Fig. 9's baseline, continuous sparsification [12] in the same 3-round pipeline: the mask
     is ``m = sigmoid(beta s)``, penalized by ``lambda * sum(m)``, with ``beta`` raised each
     epoch as ``beta_T^(t/T)`` (``beta_T = 200``); the ticket is ``s > 0``; between rounds
     ``theta`` is rewound, ``s <- min(s, s0)`` and ``beta <- 1`` (as in [12])."""
     model = build().to(cfg.device)
-    theta0 = masks_mod.snapshot(model) if rewind_state is None else rewind_state
+    theta0 = masks_mod.snapshot(model)
     add_sigmoid_masks(model, s0)
     from .data import num_batches
 
