@@ -394,6 +394,14 @@ def test_imp_rate_and_ticket_spec():
     assert tasks.imp_rate_for(0.02) == pytest.approx(1 - 0.02 ** (1 / 3), abs=0.005)
     with pytest.raises(ValueError, match="density"):
         tasks.imp_rate_for(0.0)
+    # open_lth's 20% per round: 0.8**15 = 3.52%, 0.8**16 = 2.81% of the weights remain
+    assert tasks.imp_rounds_for(0.0317) == 16 and tasks.imp_rounds_for(0.036) == 15
+    assert tasks.imp_rounds_for(0.8 ** 16) == 16  # reached exactly: no extra round
+    assert tasks.imp_rounds_for(0.25, rate=0.5) == 2 and tasks.imp_rounds_for(1.0) == 1
+    with pytest.raises(ValueError, match="rate"):
+        tasks.imp_rounds_for(0.5, rate=1.0)
+    with pytest.raises(ValueError, match="density"):
+        tasks.imp_rounds_for(1.5)
     cpu = tasks.ticket_spec("cpu", "mask_log")
     assert cpu.hp["mask_lr_scale"] == pytest.approx(85 * 391 / (5 * 32), abs=0.05)
     assert cpu.hp["train_subset"] == 4000 and cpu.epochs == 5 and cpu.hp["rounds"] == 3

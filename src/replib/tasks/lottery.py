@@ -372,6 +372,17 @@ def imp_rate_for(density: float, rounds: int = 3) -> float:
     return round(1.0 - density ** (1.0 / rounds), 2)
 
 
+def imp_rounds_for(density: float, rate: float = 0.2) -> int:
+    """The fewest rounds of IMP at ``rate`` per round whose density ``(1 - rate) ** rounds``
+    reaches ``density`` or less (open_lth's fixed 20% per round, run until IMP is at least as
+    sparse as the concave method it is compared with)."""
+    if not 0 < density <= 1:
+        raise ValueError(f"density={density} must lie in (0, 1]")
+    if not 0 < rate < 1:
+        raise ValueError(f"rate={rate} must lie in (0, 1)")
+    return max(1, math.ceil(math.log(density) / math.log(1.0 - rate) - 1e-9))
+
+
 CONCAVE = ("mask_l1", "mask_log")
 
 
