@@ -133,6 +133,27 @@ def test_smoke_measurements_never_reproduce(ledger):
     assert t.loc["err", "status"] == "not run" and t.loc["err", "budget"] == "smoke"
 
 
+def test_cut_magnitudes_show_as_not_run_with_our_value(ledger):
+    values = {"err": 1.70, "cr": float("nan"), "ordering": True, "err-max": None}
+    notes = {"err": "width 1/8, 8 epochs", "err-max": "crashed"}
+    meas, out = claims.gate_cut("cpu", values, judged_at_cut=["ordering"], notes=notes)
+    # a magnitude inside the tolerance is still not judged at a cut: it is not the paper's run
+    assert meas == {"err": None, "cr": None, "ordering": True, "err-max": None}
+    assert out["err"] == "not comparable at the cpu budget (width 1/8, 8 epochs); ours: 1.7"
+    assert out["cr"].endswith("(a reduced cpu setting); ours: undefined (NaN)")
+    assert out["err-max"] == "crashed" and "ordering" not in out
+    claims.record_claims("l0", "nb", "cpu", meas, notes=out)
+    t = claims.status_table("l0").set_index("claim")
+    assert t.loc["err", "status"] == "not run" and t.loc["err", "note"] == out["err"]
+    assert t.loc["ordering", "status"] == "reproduced"
+    # a cut text, one for all or per network (a claim id's second field)
+    _, out = claims.gate_cut("cpu", {"T1-vgg-acc": 50.0, "T1-rn-acc": 60.0}, [],
+                             {"vgg": "VGG cut", "rn": "ResNet cut"})
+    assert out == {"T1-vgg-acc": "not comparable at the cpu budget (VGG cut); ours: 50",
+                   "T1-rn-acc": "not comparable at the cpu budget (ResNet cut); ours: 60"}
+    assert claims.gate_cut("paper", values, [], "cut", notes) == (values, notes)
+
+
 def test_unknown_claim_id_is_refused(ledger):
     with pytest.raises(ValueError, match="unknown claim id"):
         claims.record_claims("l0", "nb", "cpu", {"nope": 1.0})

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from . import models
 from .data import Split
+from .experiments import claims
 from .metrics import count_params, diff_se, evaluate, flops
 from .models.base import init_slimming
 from .models.densenet import DenseNet
@@ -577,26 +578,9 @@ def paper_row(model: str, method: str, dataset: str = "cifar10") -> dict:
             "acc fine-tuned": v["acc_ft"]}
 
 
-def gate_claims(budget: str, values: Mapping[str, object], judged_at_cut: Iterable[str],
-                cut: str | Mapping[str, str], notes: Mapping[str, str] | None = None
-                ) -> tuple[dict, dict]:
-    """Measurements for ``claims.record_claims``: at the ``paper`` budget every value; at a cut
-    budget only the claims a cut can test (``judged_at_cut``), the others None with a note
-    that gives our value and the cut (absolute accuracies, counts and % pruned of a narrow,
-    short run are not the paper's quantities). ``cut`` is one text, or :func:`cut_texts`'
-    texts per network, of which a note gives its claim's network's (all where none matches)."""
-    judged = set(judged_at_cut)
-    out, notes = {}, dict(notes or {})
-    for cid, v in values.items():
-        if budget == "paper" or cid in judged or v is None:
-            out[cid] = v
-        else:
-            out[cid] = None
-            shown = f"{v:.4g}" if isinstance(v, float) else str(v)
-            how = cut if isinstance(cut, str) else cut.get(
-                cid.split("-")[1] if cid.count("-") else "", "; ".join(cut.values()))
-            notes[cid] = f"not comparable at the {budget} budget ({how}); ours: {shown}"
-    return out, notes
+gate_claims = claims.gate_cut
+"""The claims of a cut budget, gated as every paper's notebooks do (:func:`replib.experiments.
+claims.gate_cut`; ProxNS passes the cut per network, :func:`cut_texts`)."""
 
 
 # --------------------------------------------------------------------------- figures

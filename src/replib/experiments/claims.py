@@ -21,7 +21,11 @@ not_run_reason  filled when the claim cannot be run here (e.g. ``data not availa
 
 Notebooks attach measurements with :func:`record_claims`; :func:`status_table` joins both into
 ``reproduced`` / ``not reproduced`` / ``not run`` with the budget that produced the number.
-Smoke-budget measurements never make a claim reproduced. A claim left unmeasured shows the
+Smoke-budget measurements never make a claim reproduced. A magnitude measured at a cut budget
+(an accuracy or a sparsity of a narrower, shorter run than the paper's) is not the paper's
+quantity: notebooks pass such values through :func:`gate_cut`, which records them as
+unmeasured with our value in the note, so the claim shows as not run rather than as reproduced
+or not reproduced by a comparison that means nothing. A claim left unmeasured shows the
 note its notebook recorded with it, else the ledger's ``not_run_reason``: the ledger says why a
 claim cannot run offline, the notebook what happened where it ran (the data loaded, but the
 budget does not test the claim, say).
@@ -32,6 +36,7 @@ from __future__ import annotations
 import csv
 import datetime
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +82,39 @@ def load_claims(paper: str) -> list[dict[str, Any]]:
 def _measurements_dir(paper: str, budget: str) -> Path:
     base = results_root() / "smoke" if budget == "smoke" else results_root()
     return base / paper
+
+
+def gate_cut(budget: str, values: Mapping[str, Any], judged_at_cut: Iterable[str],
+             cut: str | Mapping[str, str] | None = None,
+             notes: Mapping[str, str] | None = None) -> tuple[dict, dict]:
+    """Measurements for :func:`record_claims` from ``budget``: at ``paper`` every value; at a cut
+    budget (``cpu``, ``smoke``) only the claims a cut can test (``judged_at_cut``: typically
+    statements about how methods compare, or a magnitude the cut measures at the paper's own
+    setting). Every other value becomes None with the note ``not comparable at the <budget>
+    budget (<how>); ours: <value>``, so its claim shows as not run, with our number.
+
+    ``how`` is ``cut`` (one text, or texts per network keyed by a claim id's second field; all of
+    them where none matches), else the claim's own note in ``notes``. Returns ``(values,
+    notes)``; None values (not measured) pass through with their notes."""
+    judged = set(judged_at_cut)
+    out, notes = {}, dict(notes or {})
+    for cid, v in values.items():
+        if budget == "paper" or cid in judged or v is None:
+            out[cid] = v
+            continue
+        out[cid] = None
+        if isinstance(v, float) and math.isnan(v):
+            shown = "undefined (NaN)"
+        else:
+            shown = f"{v:.4g}" if isinstance(v, float) else str(v)
+        if cut is None:
+            how = notes.get(cid) or f"a reduced {budget} setting"
+        elif isinstance(cut, str):
+            how = cut
+        else:
+            how = cut.get(cid.split("-")[1] if cid.count("-") else "", "; ".join(cut.values()))
+        notes[cid] = f"not comparable at the {budget} budget ({how}); ours: {shown}"
+    return out, notes
 
 
 def record_claims(
