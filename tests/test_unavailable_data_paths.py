@@ -85,7 +85,10 @@ def test_lottery_figs_5_to_9_run_on_cifar100_and_tiny_imagenet(on_stand_in, monk
 
 def test_irda_table_3_runs_on_cifar100_and_imagenet(on_stand_in, monkeypatch) -> None:
     t3 = _execute("irda/03_architectures_datasets", on_stand_in, monkeypatch)
-    for cid in ("T3-cifar100-irda-top1", "T3-cifar100-irda-sparsity", "T3-cifar100-sgd-top5"):
-        assert isinstance(t3[cid]["value"], float) and "smoke budget" in t3[cid]["note"]
-    for cid in ("T3-imagenet-irda-top1", "T3-imagenet-irda-sparsity", "T3-imagenet-sgd-top5"):
-        assert isinstance(t3[cid]["value"], float) and "smoke budget" in t3[cid]["note"]
+    # measured (our value in the note), but a cut's magnitudes are not judged (claims.gate_cut)
+    for cid in ("T3-cifar100-irda-top1", "T3-cifar100-irda-sparsity", "T3-cifar100-sgd-top5",
+                "T3-imagenet-irda-top1", "T3-imagenet-irda-sparsity", "T3-imagenet-sgd-top5"):
+        note = t3[cid]["note"]
+        assert t3[cid]["value"] is None and _not_offline(t3[cid]), (cid, note)
+        assert note.startswith("not comparable at the smoke budget (") and "ours: " in note
+        float(note.rsplit("ours: ", 1)[1])  # the number we measured
