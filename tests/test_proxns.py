@@ -11,6 +11,7 @@ from torch import nn
 
 from replib import data, proxns
 from replib import experiments as ex
+from replib.experiments import claims
 from replib.metrics import count_params
 from replib.models.vgg import VGG
 from replib.sparsity.prune import bn_channel_masks
@@ -315,7 +316,7 @@ def test_table2_claims_compare_the_two_methods_and_skip_untrained_runs() -> None
     px["metrics"]["test_acc_trained"] = 0.15  # below twice chance: nothing to lose
     values, notes = proxns.table2_claims({("vgg19", "proximal"): px, ("vgg19", "original"): ns})
     assert values["C-vgg19-c10-ns-collapse"] is None and "15.0%" in notes["C-vgg19-c10-ns-collapse"]
-    meas, notes = proxns.gate_claims("cpu", values, ["C-vgg19-c10-px-prune-drop"], "cut", notes)
+    meas, notes = claims.gate_cut("cpu", values, ["C-vgg19-c10-px-prune-drop"], "cut", notes)
     assert meas["T2-vgg19-c10-px-params"] is None and "80" in notes["T2-vgg19-c10-px-params"]
     assert meas["C-vgg19-c10-px-prune-drop"] is None  # degenerate wins over "judged at cut"
 
@@ -411,7 +412,7 @@ def test_table_2b_runs_and_is_judged_where_cifar100_can_be_loaded(tmp_path, monk
     assert {k: r["run_id"] for k, r in again.items()} == {k: r["run_id"] for k, r in recs.items()}
     values, notes = proxns.table2_claims(recs)
     assert values and all("-c100-" in cid for cid in values)
-    meas, notes = proxns.gate_claims("smoke", values, [], "cut", notes)
+    meas, notes = claims.gate_cut("smoke", values, [], "cut", notes)
     meas, notes = proxns.fill_missing("02_cifar_results", meas, notes, "not measured",
                                       loaded=["cifar100"])
     claims.record_claims("proxns", "02_cifar_results", "smoke", meas,
@@ -451,14 +452,14 @@ def test_gate_notes_give_each_claim_its_own_networks_cut() -> None:
     assert list(cuts) == ["densenet40", "resnet110"]
     assert cuts["resnet110"].startswith("ResNet-110: width x0.25, 5000 images, 4+0 epochs")
     values = {"T3-resnet110-params": 91.04, "T3-densenet40-params": 95.05, "other": 1.0}
-    meas, notes = proxns.gate_claims("cpu", values, [], cuts)
+    meas, notes = claims.gate_cut("cpu", values, [], cuts)
     assert meas == dict.fromkeys(values)
     assert notes["T3-resnet110-params"] == (
         f"not comparable at the cpu budget ({cuts['resnet110']}); ours: 91.04")
     assert "DenseNet-40" not in notes["T3-resnet110-params"]
     assert "ResNet-110" not in notes["T3-densenet40-params"]
     assert "DenseNet-40" in notes["other"] and "ResNet-110" in notes["other"]  # no network: all
-    assert proxns.gate_claims("paper", values, [], cuts) == (values, {})
+    assert claims.gate_cut("paper", values, [], cuts) == (values, {})
 
 
 def test_longer_pair_replaces_only_its_networks_statements_and_keeps_the_short_value() -> None:

@@ -31,7 +31,6 @@ from torch import Tensor, nn
 
 from . import models
 from .data import Split
-from .experiments import claims
 from .metrics import count_params, diff_se, evaluate, flops
 from .models.base import init_slimming
 from .models.densenet import DenseNet
@@ -578,11 +577,6 @@ def paper_row(model: str, method: str, dataset: str = "cifar10") -> dict:
             "acc fine-tuned": v["acc_ft"]}
 
 
-gate_claims = claims.gate_cut
-"""The claims of a cut budget, gated as every paper's notebooks do (:func:`replib.experiments.
-claims.gate_cut`; ProxNS passes the cut per network, :func:`cut_texts`)."""
-
-
 # --------------------------------------------------------------------------- figures
 
 
@@ -742,7 +736,8 @@ def settings_table(model_names: Iterable[str], budget: str):
 
 def cut_texts(model_names: Iterable[str], budget: str) -> dict[str, str]:
     """How ``budget`` departs from the paper, per network, keyed by the network's claim key
-    (:data:`CLAIM_KEYS`, the second field of a claim id): for :func:`gate_claims`' notes."""
+    (:data:`CLAIM_KEYS`, the second field of a claim id): for the notes of
+    :func:`replib.experiments.claims.gate_cut`."""
     out = {}
     for model in model_names:
         c = budget_cut(model, budget)
