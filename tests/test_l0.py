@@ -243,6 +243,21 @@ def test_prune_curve_rows_and_operating_point():
     assert L0.error_at(fake, 60) is None
 
 
+def test_chance_gate_leaves_orderings_at_chance_unjudged():
+    """F2-l0-worst-random: judged unless every mean accuracy is within 2 points of chance."""
+    # all at chance (the cpu records: l2 9.7, l1 10.7, l0 10.6): inconclusive either way
+    assert L0.chance_gate(False, [9.74, 10.7, 10.6], 10.0) is None
+    assert L0.chance_gate(True, [9.74, 10.7, 10.6], 10.0) is None
+    # one network off chance: the ordering is judged, and its verdict passes through
+    assert L0.chance_gate(False, [9.74, 10.7, 18.0], 10.0) is False
+    assert L0.chance_gate(True, [9.74, 10.7, 18.0], 10.0) is True
+    assert L0.chance_gate(True, [12.0, 10.0], 10.0) is True  # 2 points off is not "within"
+    assert L0.chance_gate(False, [7.9, 8.5], 10.0, within=2.5) is None
+    assert L0.near_chance(11.99, 10.0) and not L0.near_chance(8.0, 10.0)
+    with pytest.raises(ValueError, match="accs is empty"):
+        L0.chance_gate(True, [], 10.0)
+
+
 def test_weight_histogram_counts_every_weight():
     net = _tiny_mlp()
     pruned, _ = L0.prune_copy(net, 2.0, "global")

@@ -14,7 +14,8 @@ regularization and weight pruning" (paper text: ``shared/papers/l0-norm-weight-p
 - :func:`prune_copy`, :func:`finetune`, :func:`prune_curve`: pruning of a trained network to a
   list of compression rates (global / layer-wise / random, Sec. 4.1) and fine-tuning of the
   surviving weights with the zero pattern frozen.
-- :func:`operating_point`, :func:`error_at`: reading a Table 1 / Table 2 entry off a curve.
+- :func:`operating_point`, :func:`error_at`: reading a Table 1 / Table 2 entry off a curve;
+  :func:`chance_gate`: an accuracy ordering among networks all at chance is not judged.
 
 Conventions (each a choice where the paper is silent, stated in the notebooks):
 
@@ -362,6 +363,28 @@ def operating_point(rows: Sequence[dict], max_error: float, scope: str = "global
     if not ok:
         return None
     return max(ok, key=lambda r: r["compression"])
+
+
+def near_chance(acc: float, chance: float, within: float = 2.0) -> bool:
+    """Whether an accuracy (%) lies strictly within ``within`` points of ``chance`` (%)."""
+    return abs(acc - chance) < within
+
+
+def chance_gate(holds: bool, accs: Sequence[float], chance: float,
+                within: float = 2.0) -> bool | None:
+    """The verdict of an accuracy ordering, or None when the ordering is not informative.
+
+    ``accs`` are the accuracies (%) being ordered (e.g. each penalty's mean accuracy under
+    random pruning). When every one of them is within ``within`` points of ``chance``, all the
+    networks compared are at chance and their ordering is noise: the claim is inconclusive
+    (None, recorded as not run). Otherwise the ordering is judged: ``holds`` is returned.
+    """
+    accs = list(accs)
+    if not accs:
+        raise ValueError("accs is empty: nothing to judge")
+    if all(near_chance(a, chance, within) for a in accs):
+        return None
+    return bool(holds)
 
 
 def weight_histogram(model: nn.Module, bins: Sequence[float]) -> dict:
