@@ -231,3 +231,33 @@ def test_mask_shape_mismatch_is_an_error():
     net = tiny_mlp()
     with pytest.raises(ValueError, match="shape"):
         apply_hard_masks(net, {"0.weight": torch.ones(3, 3, dtype=torch.bool)})
+
+
+@pytest.mark.parametrize("reg", ["l1", "log"])
+def test_mask_penalty_equals_the_penalty_of_the_kept_entries(reg):
+    """R(m) over the kept entries only (Eq. (3) after a thresholding round): the same value and
+    bit for bit the same gradient as the penalty of the gathered ``m[keep]``, with exactly zero
+    gradient on the pruned entries, even where a pruned ``m`` is (wrongly) nonzero."""
+    eps = 0.1
+    pen = penalties.l1 if reg == "l1" else (lambda t: penalties.log_reg(t, eps))
+    net = tiny_mlp()
+    gen = torch.Generator().manual_seed(3)
+    apply_hard_masks(net, {"0.weight": torch.rand(5, 6, generator=gen) > 0.4})
+    add_relaxed_masks(net)
+    with torch.no_grad():
+        for p in mask_parameters(net):
+            p.copy_(torch.rand(p.shape, generator=gen) * (p != 0))
+    relaxed = [mod for mod in net.modules() if isinstance(mod, RelaxedMask)]
+    with torch.no_grad():  # a pruned entry that is not 0 must still not count
+        relaxed[0].m[~relaxed[0].keep] = 0.7
+    mask_penalty(net, pen).backward()
+    got = [r.m.grad.clone() for r in relaxed]
+    for r in relaxed:
+        r.m.grad = None
+    ref = sum(pen(r.m[r.keep]) for r in relaxed)
+    ref.backward()
+    for r, g in zip(relaxed, got):
+        assert torch.equal(g, r.m.grad)
+        assert torch.all(g[~r.keep] == 0)
+    with torch.no_grad():
+        torch.testing.assert_close(mask_penalty(net, pen), ref)

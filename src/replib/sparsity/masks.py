@@ -187,12 +187,16 @@ def mask_penalty(model: nn.Module, penalty: Callable[[Tensor], Tensor]) -> Tenso
     """``R(m) = sum over layers of penalty(m_layer)``, the regularizer of Eq. (2) (Eq. (3)).
 
     ``penalty`` is e.g. ``penalties.l1`` (``r_1(m) = m``) or ``lambda m: log_reg(m, eps)``
-    (``r_eps``); pruned entries (``keep == False``) are excluded.
+    (``r_eps``); pruned entries (``keep == False``) are excluded: the penalty is applied to
+    ``m * keep``, whose pruned entries are 0, so they add ``penalty(0) = 0`` (true of ``r_1`` and
+    ``r_eps``, which this requires) and get exactly zero gradient, as if they were left out. (The
+    boolean gather ``m[keep]`` it replaces gives the same gradients but cost, with its scatter in
+    the backward pass, more than half of a VGG-11 search step on a CPU.)
     """
     params = [p for _, (_, p) in _masked_layers(model).items() if isinstance(p, RelaxedMask)]
     if not params:
         raise ValueError("the model has no relaxed masks; call add_relaxed_masks first")
-    return sum(penalty(p.m[p.keep]) for p in params)
+    return sum(penalty(p.m * p.keep) for p in params)
 
 
 @torch.no_grad()
