@@ -199,6 +199,58 @@ def test_far_sparser_needs_comparable_accuracy_and_a_margin() -> None:
     assert not IR.far_sparser([], prox)
 
 
+def test_far_sparser_why_gives_the_deciding_numbers() -> None:
+    prox = [(88.74, 0.52), (89.02, 0.00)]
+    why = IR.far_sparser_why([(90.67, 0.94), (38.73, 1.00)], prox)
+    assert why.startswith("best prox-SGD top-1 89.0% at sigma 0.000")
+    assert "90.7% at sigma 0.940 against 0.520" in why and "+0.420" in why
+    assert "38.7" not in why  # outside the 2-point window
+    why = IR.far_sparser_why([(30.0, 0.9), (20.0, 0.99)], prox)
+    assert "no iRDA point within 2 points" in why and "best iRDA top-1 30.0% at sigma 0.900" in why
+
+
+GAMMAS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+# the paper's Table 8 (sparsity by gamma); lambda = 1e-7, gamma = 0.8 is N/A there
+TABLE8 = {1e-6: (GAMMAS, [0.78, 0.81, 0.82, 0.84, 0.89, 0.83, 0.92, 0.94, 0.94, 0.94]),
+          1e-7: (GAMMAS, [0.41, 0.45, 0.49, 0.55, 0.53, 0.55, 0.60, None, 0.61, 0.61]),
+          1e-8: (GAMMAS, [0.09, 0.12, 0.14, 0.12, 0.13, 0.14, 0.13, 0.15, 0.16, 0.16])}
+
+
+def test_spearman_ranks_with_ties() -> None:
+    assert IR.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert IR.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # ties share their mean rank: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4)
+    assert IR.spearman([1, 2, 3, 4], [0.1, 0.5, 0.5, 0.9]) == pytest.approx(
+        4.5 / math.sqrt(4.5 * 5.0))
+    assert math.isnan(IR.spearman([1, 2, 3], [5, 5, 5]))
+    with pytest.raises(ValueError, match="length"):
+        IR.spearman([1, 2], [1, 2, 3])
+
+
+def test_gamma_trend_holds_on_the_papers_table_8_and_not_on_a_falling_series() -> None:
+    trends = IR.gamma_trends(TABLE8)
+    assert set(trends) == {1e-6, 1e-7, 1e-8}
+    assert all(t["rho"] > 0.7 and t["holds"] for t in trends.values())
+    assert trends[1e-7]["last"] == 0.61  # the N/A entry is dropped, not read as 0
+    assert IR.gamma_trend_holds(TABLE8)
+    # the paper's table is not monotone (0.89 -> 0.83 at 1e-6): a trend test, not a monotone one
+    sp = TABLE8[1e-6][1]
+    assert any(b < a for a, b in zip(sp, sp[1:]))
+    # a falling series (ours at cpu looks like this) fails, and one failing lambda is enough
+    falling = {1e-6: (GAMMAS, [0.016, 0.012, 0.009, 0.007, 0.007, 0.006, 0.006, 0.0055,
+                               0.0048, 0.0045])}
+    assert not IR.gamma_trend_holds(falling)
+    assert IR.gamma_trends(falling)[1e-6]["rho"] < -0.9
+    assert not IR.gamma_trend_holds({**TABLE8, **falling, 1e-7: TABLE8[1e-7]})
+    # rising in rank but ending where it started, or flat: no trend
+    assert not IR.gamma_trend_holds({1e-6: ([0.1, 0.5, 1.0], [0.3, 0.9, 0.3])})
+    # lambdas where nothing sparsifies are not judged; none judged at all is False
+    dense = {1e-8: (GAMMAS, [0.0001] * 10)}
+    assert IR.gamma_trends(dense) == {}
+    assert not IR.gamma_trend_holds(dense)
+    assert IR.gamma_trend_holds({**TABLE8, **dense})
+
+
 def test_setting_is_shared_and_refuses_unknown_data() -> None:
     cpu = IR.setting("cifar10", "cpu")
     assert cpu["width_div"] == 8 and cpu["train_subset"] == 5000 and cpu["augment"]

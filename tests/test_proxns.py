@@ -232,6 +232,23 @@ def test_penalties_are_the_official_ones_at_the_paper_length_and_scaled_when_cut
     assert proxns.matched_percent({"channels_pruned_pct": 74.59}) == 0.74
 
 
+def test_train_steps_count_the_training_stage_against_the_papers_125120() -> None:
+    assert proxns.paper_train_steps() == 160 * 782 == 125_120
+    vgg = proxns.run_spec("vgg19", "proximal", "cpu")  # 6 epochs x 157 batches of 64
+    assert proxns.train_steps(vgg) == 942
+    assert proxns.train_steps(proxns.run_spec("densenet40", "proximal", "cpu")) == 4 * 79
+    longer = proxns.run_spec("preresnet164", "proximal", "cpu",
+                             **proxns.LONG["cpu"]["preresnet164"])
+    assert proxns.train_steps(longer) == 24 * 157
+    # the paper budget's own spec is the paper's length; fine-tuning epochs are not counted
+    assert proxns.train_steps(proxns.run_spec("vgg19", "proximal", "paper")) == 125_120
+    # a record (or its spec) gives the same count; a held-out split is not trained on
+    rec = {"spec": {"epochs": 6, "hparams": dict(vgg.hp)}}
+    assert proxns.train_steps(rec) == proxns.train_steps(rec["spec"]) == 942
+    rec["spec"]["hparams"].update(train_subset=0, val_size=5_000)
+    assert proxns.train_steps(rec) == 6 * 704
+
+
 def _tiny_split(n: int = 40) -> data.Split:
     g = torch.Generator().manual_seed(0)
     info = data.check_name("cifar10")

@@ -335,6 +335,30 @@ def phase1_steps(n_train: int, epochs: int, batch_size: int = 64) -> int:
     return max(1, int(round(0.5 * epochs))) * -(-n_train // batch_size)
 
 
+CIFAR_TRAIN = 50_000  # CIFAR-10/100 training images
+
+
+def train_steps(spec) -> int:
+    """SGD steps of a run's training stage, fine-tuning not counted: epochs x batches of its
+    training images (its subset, else CIFAR's 50,000 less any held-out validation images; the
+    last, partial batch counts, as in :func:`phase1_steps`). ``spec``: a
+    :class:`~replib.experiments.spec.RunSpec`, a record, or a record's ``spec``."""
+    if hasattr(spec, "hp"):
+        epochs, hp = spec.epochs, spec.hp
+    else:
+        spec = spec.get("spec", spec)
+        epochs, hp = spec["epochs"], spec["hparams"]
+    n = hp.get("train_subset") or CIFAR_TRAIN - hp.get("val_size", 0)
+    return int(epochs) * -(-int(n) // int(hp["batch_size"]))
+
+
+def paper_train_steps(batch_size: int = 64) -> int:
+    """The paper's training length in SGD steps (Sec. 5.1: 160 epochs of CIFAR's 50,000
+    training images in batches of 64): 125,120."""
+    _, n, epochs, _ = CUTS["paper"]["vgg19"]
+    return epochs * -(-n // batch_size)
+
+
 DRIFT_FRACTION = 1.0  # at a cut budget, the zero-gradient drift takes the first LR phase
 
 
