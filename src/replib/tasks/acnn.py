@@ -521,7 +521,8 @@ def select_beta(records: Sequence, expect_ncr: float) -> float:
     to it, the rule we also use for the baselines' lambda (:func:`select_by_ncr`). Ties go to
     the smaller beta. ``records`` are ``acnn_search`` runs differing in beta; the NCR is the
     searched policy's (no test data involved). (A first rule, "the smallest beta reaching the
-    target", picked beta = 3 on MNIST, where the agent prunes every layer to one neuron.)
+    target", can pick a beta at which the agent prunes a layer to one neuron: on earlier
+    records it picked beta = 3 on MNIST; notebook 01 shows its pick on the current ones.)
     """
     if not records:
         raise ValueError("no records to select beta from")
@@ -565,15 +566,28 @@ def _row(cid, where, setting, metric, value, compare, tol, notebook):
             "notebook": f"acnn/{notebook}", "not_run_reason": ""}
 
 
+def flops_tolerance(flops_col: float, ncr: float, ncr_tol: float) -> float:
+    """Tolerance (points) of a FLOPs % entry judged as 100/NCR: what the NCR claim's own tolerance
+    ``ncr_tol`` allows for 100/NCR, plus how far the printed column sits from 100/NCR (its
+    rounding; at most 1.5 points in Tables 1, 3, 5)."""
+    return round(100 / (ncr - ncr_tol) - 100 / ncr + abs(flops_col - 100 / ncr), 1)
+
+
 def claim_rows() -> list[dict]:
     """Every entry of Tables 1-7 for ACNN and the baselines we run, plus the speed-up claims.
 
     Comparison rules: ACNN's own entries are claims of quality (error at most, NCR at least,
     FLOPs and time at most, agent sparsity at least the paper's, within tolerance); entries of
     the baselines (CGES, L0, AMC, ACNN without the prox) are measurements we check with
-    ``abs`` (FLOPs and time with ``max`` as for ACNN). Tolerances: twice the paper's standard
+    ``abs`` (time with ``max`` as for ACNN). Tolerances: twice the paper's standard
     deviation where it gives one, floors per dataset otherwise (:data:`ERROR_FLOOR`,
     :data:`NCR_FLOOR`); kept neurons per layer within 15%.
+
+    The FLOPs % column is judged as what it measures: in every row of Tables 1, 3 and 5 it is
+    100/NCR within 1.5 points, while the Layers column beside it implies far fewer FLOPs (e.g.
+    8% for MNIST's ACNN row against the printed 28%). Our FLOPs (2 x MACs) judged against it
+    would "reproduce" any network that keeps fewer neurons in the wide first layer; so ours is
+    the same 100/NCR, with :func:`flops_tolerance`, and the true FLOPs are in the note.
     """
     rows = []
     for ds in DATASETS:
@@ -599,7 +613,10 @@ def claim_rows() -> list[dict]:
             rows.append(_row(f"{tn}-{ds}-{meth}-ncr", w, setting, "NCR", r["ncr"],
                              "min" if own else "abs", max(2 * ncr_sd, NCR_FLOOR), nb))
             rows.append(_row(f"{tn}-{ds}-{meth}-flops", w, setting,
-                             "FLOPs % of dense (ours: 2 x MACs)", r["flops"], "max", 0, nb))
+                             "FLOPs % column (it follows 100/NCR in every row; ours: 100/NCR)",
+                             r["flops"], "max" if own else "abs",
+                             flops_tolerance(r["flops"], r["ncr"], max(2 * ncr_sd, NCR_FLOOR)),
+                             nb))
         tdn = td.replace("Table ", "T")
         for meth in ("AMC", "ACNN"):
             d = p["drl"][meth]
@@ -674,7 +691,8 @@ def table_measurements(dataset: str, groups: dict[str, list]) -> dict[str, float
         for i, part in enumerate(("in", "h1", "h2")):
             out[f"{tn}-{dataset}-{meth}-layers-{part}"] = mean_std([k[i] for k in kept])[0]
         out[f"{tn}-{dataset}-{meth}-ncr"] = mean_std(_vals(recs, "ncr"))[0]
-        out[f"{tn}-{dataset}-{meth}-flops"] = mean_std(_vals(recs, "flops_pct"))[0]
+        # the paper's FLOPs column follows 100/NCR (claim_rows); our true FLOPs go in the note
+        out[f"{tn}-{dataset}-{meth}-flops"] = mean_std(_vals(recs, "neurons_kept_pct"))[0]
         if meth in ("AMC", "ACNN"):
             out[f"{tdn}-{dataset}-{meth}-error"] = out[f"{tn}-{dataset}-{meth}-error"]
             out[f"{tdn}-{dataset}-{meth}-ncr"] = out[f"{tn}-{dataset}-{meth}-ncr"]
@@ -725,9 +743,10 @@ def _per_seed(recs: list, values: Sequence[float]) -> str:
 
 
 def _flag_median(values: dict, notes: dict, medians: dict) -> None:
-    """Append to a claim's note when the median over seeds would get the other verdict than the
-    mean, the paper's statistic, that the ledger judges: a seed collapsing to a few neurons moves
-    the mean of an NCR or an error far from every typical run (both readings shown)."""
+    """Leave a claim unjudged (None: not run, inconclusive) where the median over seeds gets the
+    other verdict than the mean, the paper's statistic: a seed collapsing to a few neurons moves
+    the mean of an NCR or an error far from every typical run, so the verdict would rest on the
+    choice of statistic (the mean's value and both verdicts stay in the note)."""
     from ..experiments.claims import judge, load_claims
 
     ledger = {c["claim_id"]: c for c in load_claims("acnn")}
@@ -737,9 +756,11 @@ def _flag_median(values: dict, notes: dict, medians: dict) -> None:
             continue
         on_mean, on_median = judge(ledger[cid], v), judge(ledger[cid], med)
         if on_mean != on_median:
-            notes[cid] += (f"; judged on the mean (the paper's statistic); on the median "
-                           f"({med:.4g}) it would be "
-                           f"{'reproduced' if on_median else 'not reproduced'}")
+            values[cid] = None
+            notes[cid] = (f"inconclusive: the mean over seeds (the paper's statistic), {v:.4g}, "
+                          f"would be {'reproduced' if on_mean else 'not reproduced'}, the median, "
+                          f"{med:.4g}, {'reproduced' if on_median else 'not reproduced'}: one "
+                          f"seed decides; {notes[cid]}")
 
 
 def table_claims(dataset: str, groups: dict[str, list]) -> tuple[dict, dict]:
@@ -762,7 +783,8 @@ def table_claims(dataset: str, groups: dict[str, list]) -> tuple[dict, dict]:
             continue
         src = _source_note(dataset, meth, recs)
         if len(recs) > 1:
-            for key, metric in (("error", "error_pct"), ("ncr", "ncr"), ("flops", "flops_pct")):
+            for key, metric in (("error", "error_pct"), ("ncr", "ncr"),
+                                ("flops", "neurons_kept_pct")):
                 medians[f"{tn}-{dataset}-{meth}-{key}"] = statistics.median(_vals(recs, metric))
             kept = [r["metrics"]["kept"] for r in recs]
             for i, part in enumerate(("in", "h1", "h2")):
@@ -782,10 +804,12 @@ def table_claims(dataset: str, groups: dict[str, list]) -> tuple[dict, dict]:
                        if len(recs) > 1 else ""))
         notes[f"{tn}-{dataset}-{meth}-ncr"] = src + _per_seed(recs, _vals(recs, "ncr"))
         paper_layers = layer_flops_pct(p["rows"][meth]["layers"], recs[0]["metrics"]["dense_flops"])
+        true_flops = statistics.fmean(_vals(recs, "flops_pct"))
         notes[f"{tn}-{dataset}-{meth}-flops"] = (
-            f"{src}; ours: 2 x MACs of the kept layers; the paper's {p['rows'][meth]['flops']}% "
-            f"follows its 100/NCR ({100 / p['rows'][meth]['ncr']:.1f}%), while its own Layers "
-            f"column needs {paper_layers:.1f}%" + _per_seed(recs, _vals(recs, "flops_pct")))
+            f"{src}; ours: 100/NCR, as the paper's {p['rows'][meth]['flops']}% follows its "
+            f"100/NCR ({100 / p['rows'][meth]['ncr']:.1f}%) while its own Layers column needs "
+            f"{paper_layers:.1f}% of the FLOPs; our true FLOPs (2 x MACs of the kept layers) "
+            f"{true_flops:.3g}%" + _per_seed(recs, _vals(recs, "neurons_kept_pct")))
         if meth in ("AMC", "ACNN"):
             for key in ("error", "ncr"):
                 notes[f"{tdn}-{dataset}-{meth}-{key}"] = notes[f"{tn}-{dataset}-{meth}-{key}"]
@@ -841,10 +865,13 @@ def ablation_claims(dataset: str, acnn: list, noprox: list) -> tuple[dict, dict]
            for k, r in (("with", acnn), ("without", noprox))}
     helps = med["with"][0] < med["without"][0] and med["with"][1] > med["without"][1]
     notes[f"T7-{dataset}-prox-helps"] = (
-        f"judged on the means; medians over seeds: with prox error {med['with'][0]:.2f} points "
+        f"on the means; medians over seeds: with prox error {med['with'][0]:.2f} points "
         f"at NCR {med['with'][1]:.3g}, without {med['without'][0]:.2f} at {med['without'][1]:.3g}"
         f" (on the medians the claim "
         f"{'holds' if helps else 'fails'})")
+    if helps != values[f"T7-{dataset}-prox-helps"]:  # the two statistics disagree: not judged
+        values[f"T7-{dataset}-prox-helps"] = None
+        notes[f"T7-{dataset}-prox-helps"] = "inconclusive: " + notes[f"T7-{dataset}-prox-helps"]
     _flag_median(values, notes, medians)
     return values, notes
 
