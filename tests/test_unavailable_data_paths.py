@@ -74,13 +74,18 @@ def test_proxns_tables_1_and_2b_run_on_cifar100(on_stand_in, monkeypatch) -> Non
 
 
 def test_lottery_figs_5_to_9_run_on_cifar100_and_tiny_imagenet(on_stand_in, monkeypatch) -> None:
+    # judged (a bool), or inconclusive (None, lottery.compare_at) where the smoke tickets are not
+    # equally sparse: either way measured on the data, with the comparison in the note
     f9 = _execute("lottery/04_ablations", on_stand_in, monkeypatch)
-    assert isinstance(f9["F9-c100-concave-beats-sigmoid"]["value"], bool)
-    assert "sigmoid" in f9["F9-c100-concave-beats-sigmoid"]["note"]
+    m = f9["F9-c100-concave-beats-sigmoid"]
+    assert m["value"] is None or isinstance(m["value"], bool)
+    assert "sigmoid" in m["note"] and _not_offline(m)
     f57 = _execute("lottery/02_winning_tickets", on_stand_in, monkeypatch)
     for cid in ("F5-r20-c100", "F6-wrn20-c100", "F7-vgg11-c100",
                 "F5-r20-tin", "F6-wrn20-tin", "F7-vgg11-tin"):
-        assert isinstance(f57[cid]["value"], bool) and "vs IMP" in f57[cid]["note"]
+        m = f57[cid]
+        assert m["value"] is None or isinstance(m["value"], bool)
+        assert "vs IMP" in m["note"] and _not_offline(m)
 
 
 def test_irda_table_3_runs_on_cifar100_and_imagenet(on_stand_in, monkeypatch) -> None:
