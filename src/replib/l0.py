@@ -22,9 +22,13 @@ Conventions (each a choice where the paper is silent, stated in the notebooks):
 - The penalized set ``phi`` of Eq. (4) is the weight of every conv and linear layer (biases and
   BN parameters are not penalized and not pruned; they are counted in "parameters incl. biases").
 - The compression rate is prunable weights / nonzero prunable weights (Table 1's "x").
-- NORM's "layer-size normalized" alphas: ``alpha_layer = alpha * factor(n_layer)``. ``"sqrt"``
-  is the scaling of the authors' public Keras script: ``sqrt(n / n_ref)`` with ``n_ref`` =
-  2,097,152 for conv and 524,288 for dense layers (references.md, (D)). ``"mean"`` is the
+- NORM's "layer-size normalized" alphas: ``alpha_layer = alpha * factor(n_layer)``, for
+  alpha_l2 and alpha_l0 both (Sec. 4.2: "layer-size normalized values for alpha_l2 and
+  alpha_l0"), ``n_layer`` the layer's number of weights. ``"sqrt"`` follows the authors'
+  public Keras script: ``sqrt(n / n_ref)`` with ``n_ref`` = 2,097,152 for conv and 524,288 for
+  dense layers (references.md, (D)); two differences from it: the script scales only
+  alpha_l0, and its conv fan (``prod(kernel.shape[1:])`` of a Keras ``(kh, kw, in, out)``
+  kernel) leaves out the kernel height, so its conv factors are ours divided by ``sqrt(kh)``. ``"mean"`` is the
   literal reading of "normalized by the layer size": ``n_ref / n`` (each layer's penalty is a
   mean, scaled so that a layer of ``n_ref`` weights gets ``alpha``). ``"none"``: no scaling.
 """
