@@ -28,7 +28,8 @@ Conventions (each a choice where the paper is silent, stated in the notebooks):
   public Keras script: ``sqrt(n / n_ref)`` with ``n_ref`` = 2,097,152 for conv and 524,288 for
   dense layers (references.md, (D)); two differences from it: the script scales only
   alpha_l0, and its conv fan (``prod(kernel.shape[1:])`` of a Keras ``(kh, kw, in, out)``
-  kernel) leaves out the kernel height, so its conv factors are ours divided by ``sqrt(kh)``. ``"mean"`` is the
+  kernel) leaves out the kernel height, so its conv factors are ours divided by ``sqrt(kh)``.
+  ``"mean"`` is the
   literal reading of "normalized by the layer size": ``n_ref / n`` (each layer's penalty is a
   mean, scaled so that a layer of ``n_ref`` weights gets ``alpha``). ``"none"``: no scaling.
 """
