@@ -127,6 +127,26 @@ def test_norm_factors_lenet300():
     assert conv[0].alpha_l2 == 0.0  # l2 is off for reg="l0"
 
 
+def test_norm_script_scales_only_alpha_l0_with_the_scripts_fan():
+    """The authors' Keras script: alpha_l2 unscaled; alpha_l0 * sqrt(fan / n_ref), its fan of a
+    dense layer in * out, of a conv kernel (kh, kw, in, out) kw * in * out (shape[1:])."""
+    net = models.get("lenet300")
+    coefs = L0.layer_coefs(net, "l2l0", "norm", alpha_l2=1e-4, alpha_l0=1e-6, beta=5.0,
+                           norm="script")
+    for c, fan in zip(coefs, (784 * 300, 300 * 100, 100 * 10)):
+        assert c.alpha_l2 == 1e-4
+        assert math.isclose(c.alpha_l0, 1e-6 * math.sqrt(fan / 524288))
+    # LeNet-5-Caffe's first conv: 20 filters of 1 x 5 x 5; the script's fan is 5 * 1 * 20
+    conv = L0.layer_coefs(models.get("lenet5_caffe"), "l2l0", "norm", alpha_l2=1e-4,
+                          alpha_l0=1.0, beta=2.0, norm="script")
+    ours = L0.layer_coefs(models.get("lenet5_caffe"), "l2l0", "norm", alpha_l2=1e-4,
+                          alpha_l0=1.0, beta=2.0, norm="sqrt")
+    assert math.isclose(conv[0].alpha_l0, math.sqrt(100 / 2_097_152))
+    assert math.isclose(ours[0].alpha_l0 / conv[0].alpha_l0, math.sqrt(5))
+    assert conv[0].alpha_l2 == 1e-4 and ours[0].alpha_l2 < 1e-4
+    assert math.isclose(conv[-1].alpha_l0, ours[-1].alpha_l0)  # dense layers agree
+
+
 def test_sep_values_and_errors():
     net = models.get("lenet300")
     sep = L0.sep_from_multipliers(net, alpha_l2=1e-4, alpha_l0=1e-5, beta=10.0, norm="sqrt",

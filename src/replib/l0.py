@@ -29,7 +29,8 @@ Conventions (each a choice where the paper is silent, stated in the notebooks):
   dense layers (references.md, (D)); two differences from it: the script scales only
   alpha_l0, and its conv fan (``prod(kernel.shape[1:])`` of a Keras ``(kh, kw, in, out)``
   kernel) leaves out the kernel height, so its conv factors are ours divided by ``sqrt(kh)``.
-  ``"mean"`` is the
+  ``"script"`` is the script's own scaling, for comparison: alpha_l0 only, times
+  ``sqrt(fan / n_ref)`` with the script's fan (conv: ``n / kh``). ``"mean"`` is the
   literal reading of "normalized by the layer size": ``n_ref / n`` (each layer's penalty is a
   mean, scaled so that a layer of ``n_ref`` weights gets ``alpha``). ``"none"``: no scaling.
 """
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 
 REGS = ("none", "l2", "l1", "l0", "l2l0")
 STRATEGIES = ("plain", "norm", "sep")
-NORMS = ("none", "sqrt", "mean")
+NORMS = ("none", "sqrt", "mean", "script")
 SCOPES = ("global", "layerwise", "random")
 FT_PENALTIES = ("none", "l2", "same")
 # Reference layer sizes of the authors' Keras script (references.md, (D)).
@@ -115,7 +116,8 @@ def layer_info(model: nn.Module) -> list[tuple[str, str, int]]:
 
 
 def norm_factor(n: int, kind: str, norm: str) -> float:
-    """NORM's layer-size factor (module docstring): 1, ``sqrt(n / n_ref)`` or ``n_ref / n``."""
+    """NORM's layer-size factor (module docstring): 1, ``sqrt(n / n_ref)`` or ``n_ref / n``
+    (``"script"``: ``sqrt(n / n_ref)`` with ``n`` the script's fan, see :func:`layer_coefs`)."""
     _check("norm", norm, NORMS)
     _check("kind", kind, tuple(SQRT_REF))
     if n < 1:
@@ -123,7 +125,7 @@ def norm_factor(n: int, kind: str, norm: str) -> float:
     if norm == "none":
         return 1.0
     ref = SQRT_REF[kind]
-    return math.sqrt(n / ref) if norm == "sqrt" else ref / n
+    return math.sqrt(n / ref) if norm in ("sqrt", "script") else ref / n
 
 
 def layer_coefs(
@@ -147,7 +149,9 @@ def layer_coefs(
 
     - ``"plain"``: the same ``alpha``'s and ``beta`` for every layer (Experiment 1);
     - ``"norm"``: NORM, Sec. 4.2: ``alpha_l2`` and ``alpha_l0`` times :func:`norm_factor`,
-      one global ``beta``; ``alpha_l1`` is normalized the same way;
+      one global ``beta``; ``alpha_l1`` is normalized the same way. With ``norm="script"``
+      only ``alpha_l0`` is scaled, by ``sqrt(fan / n_ref)`` with the authors' script's fan
+      (a conv layer's weights divided by its kernel height), as that script does;
     - ``"sep"``: SEP, Sec. 4.2: ``sep_alpha_l2``, ``sep_alpha_l0``, ``sep_beta`` give one value
       per prunable layer (in ``model.prunable_layers()`` order); ``alpha_l1`` is shared.
     """
@@ -167,10 +171,19 @@ def layer_coefs(
         a2s, a0s, bs = list(sep_alpha_l2), list(sep_alpha_l0), list(sep_beta)
         a1s = [alpha_l1] * len(info)
     else:
-        f = [norm_factor(n, kind, norm) if strategy == "norm" else 1.0 for _, kind, n in info]
+        if strategy == "norm" and norm == "script":
+            mods = masks_mod.prunable_layers(model)
+            fans = [n // mods[name].weight.shape[2] if kind == "conv" else n
+                    for name, kind, n in info]
+            f0 = [norm_factor(fan, kind, norm) for fan, (_, kind, _) in zip(fans, info)]
+            f = [1.0] * len(info)  # alpha_l2 (and alpha_l1) unscaled
+        else:
+            f = [norm_factor(n, kind, norm) if strategy == "norm" else 1.0
+                 for _, kind, n in info]
+            f0 = f
         a2s = [alpha_l2 * x for x in f]
         a1s = [alpha_l1 * x for x in f]
-        a0s = [alpha_l0 * x for x in f]
+        a0s = [alpha_l0 * x for x in f0]
         bs = [beta] * len(info)
     if on0 and any(b < 1 for b in bs):
         raise ValueError(f"beta={bs} must be >= 1 (Eq. (10))")
