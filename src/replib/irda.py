@@ -491,32 +491,15 @@ def far_sparser_why(irda: list[tuple[float, float]], prox: list[tuple[float, flo
     return f"{head}; iRDA within {acc_tol:g} points: " + "; ".join(parts)
 
 
-def _ranks(x: Sequence[float]) -> list[float]:
-    """Ranks 1..n of ``x``, ties sharing their mean rank (as Spearman's rho needs)."""
-    order = sorted(range(len(x)), key=lambda i: x[i])
-    ranks = [0.0] * len(x)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
-
-
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation of ``x`` and ``y`` (Pearson's of their tie-averaged ranks);
-    NaN when either is constant."""
+    """Spearman's rank correlation of ``x`` and ``y`` (Pearson's of their tie-averaged ranks,
+    as pandas ranks them); NaN when either is constant."""
+    import pandas as pd
+
     if len(x) != len(y) or len(x) < 2:
         raise ValueError(f"need two sequences of one length >= 2, got {len(x)} and {len(y)}")
-    rx, ry = _ranks(list(x)), _ranks(list(y))
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx = sum((a - mx) ** 2 for a in rx)
-    vy = sum((b - my) ** 2 for b in ry)
-    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else float("nan")
+    return float(pd.Series(list(x), dtype=float).rank().corr(
+        pd.Series(list(y), dtype=float).rank()))
 
 
 def gamma_trends(series, min_sparsity: float = 0.01) -> dict:

@@ -970,11 +970,10 @@ def compare_at(a: list[tuple[float, float]], b: list[tuple[float, float]], dens:
     acc_a, in_a = interp_accuracy(a, dens)
     acc_b, in_b = interp_accuracy(b, dens)
 
-    def near(pts):
-        return dens if interp_accuracy(pts, dens)[1] else \
-            min((d for d, _ in pts), key=lambda d: abs(math.log(d / dens)))
+    def near(pts, inside):  # the density of the ticket that stands for the curve at dens
+        return dens if inside else min((d for d, _ in pts), key=lambda d: abs(math.log(d / dens)))
 
-    da, db = near(a), near(b)
+    da, db = near(a, in_a), near(b, in_b)
     text = f"{na} {100 * acc_a:.1f}% vs {nb} {100 * acc_b:.1f}% at density {100 * dens:.2f}%"
     off = [f"{n}'s nearest ticket at {100 * d:.2f}%" for n, d, inside in
            ((na, da, in_a), (nb, db, in_b)) if not inside]

@@ -782,11 +782,11 @@ def table_claims(dataset: str, groups: dict[str, list]) -> tuple[dict, dict]:
         if not recs:
             continue
         src = _source_note(dataset, meth, recs)
+        kept = [r["metrics"]["kept"] for r in recs]
         if len(recs) > 1:
             for key, metric in (("error", "error_pct"), ("ncr", "ncr"),
                                 ("flops", "neurons_kept_pct")):
                 medians[f"{tn}-{dataset}-{meth}-{key}"] = statistics.median(_vals(recs, metric))
-            kept = [r["metrics"]["kept"] for r in recs]
             for i, part in enumerate(("in", "h1", "h2")):
                 medians[f"{tn}-{dataset}-{meth}-layers-{part}"] = statistics.median(
                     k[i] for k in kept)
@@ -797,7 +797,6 @@ def table_claims(dataset: str, groups: dict[str, list]) -> tuple[dict, dict]:
         notes[f"{tn}-{dataset}-{meth}-error"] = (
             f"{src}; {ft}points below our dense network's {dense:.2f}% test accuracy"
             + _per_seed(recs, err))
-        kept = [r["metrics"]["kept"] for r in recs]
         for part in ("in", "h1", "h2"):
             notes[f"{tn}-{dataset}-{meth}-layers-{part}"] = (
                 src + ("; per seed " + ", ".join(layers_string(k) for k in kept)
