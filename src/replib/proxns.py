@@ -410,9 +410,9 @@ METHOD_TASKS = {"baseline": "proxns_baseline", "original": "proxns_original_ns",
 
 
 def methods(model: str, budget: str) -> list[str]:
-    """The methods run for ``model`` at ``budget``. At ``cpu`` the deep nets (3-5 s per step on
-    a shared 2-core CPU) skip the baseline, which no claim a cut can test needs, and their
-    fine-tuning (``budget_cut``); VGG-19 runs everything."""
+    """The methods run for ``model`` at ``budget``. At ``cpu`` the deep nets (seconds per SGD
+    step on a 2-core CPU, proxns/02 gives them per run) skip the baseline, which no claim a
+    cut can test needs, and their fine-tuning (``budget_cut``); VGG-19 runs everything."""
     if budget == "cpu" and model != "vgg19":
         return ["original", "proximal"]
     return ["baseline", "original", "proximal"]
