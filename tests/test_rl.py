@@ -410,9 +410,15 @@ def test_table_claims_leaves_unjudged_where_mean_and_median_disagree():
         "inconclusive: the mean over seeds (the paper's statistic), 569.7, would be reproduced, "
         "the median, 1.25, not reproduced")
     assert values["T5-cifar10-ACNN-error"] is None
-    # 100/NCR: mean 53.8, median 80.0, both above the paper's 25 + tolerance: judged, fails
-    assert values["T5-cifar10-ACNN-flops"] == pytest.approx((80.0 + 0.06 + 81.3) / 3)
+    # FLOPs = 100 / the NCR claim's statistic, so it gets the NCR claim's verdict: 100/569.7
+    # = 0.18 would pass the paper's 25 (max), 100/1.25 = 80 on the median would not -> unjudged
+    assert values["T5-cifar10-ACNN-flops"] is None
+    assert notes["T5-cifar10-ACNN-flops"].startswith("inconclusive: the mean over seeds")
+    assert "0.1755" in notes["T5-cifar10-ACNN-flops"]
     assert "our true FLOPs (2 x MACs of the kept layers) 37" in notes["T5-cifar10-ACNN-flops"]
+    # agreeing seeds: judged on 100 / mean NCR
+    values, _ = table_claims("cifar10", {"ACNN": [acnn[0], acnn[2]]})
+    assert values["T5-cifar10-ACNN-flops"] == pytest.approx(100 / ((1.25 + 1.23) / 2))
     assert "inconclusive" not in notes["T6-cifar10-ACNN-spa"]
 
 

@@ -78,13 +78,14 @@ def test_lottery_figs_5_to_9_run_on_cifar100_and_tiny_imagenet(on_stand_in, monk
     # equally sparse: either way measured on the data, with the comparison in the note
     f9 = _execute("lottery/04_ablations", on_stand_in, monkeypatch)
     m = f9["F9-c100-concave-beats-sigmoid"]
-    assert m["value"] is None or isinstance(m["value"], bool)
+    assert isinstance(m["value"], bool) or (m["value"] is None and "inconclusive" in m["note"])
     assert "sigmoid" in m["note"] and _not_offline(m)
     f57 = _execute("lottery/02_winning_tickets", on_stand_in, monkeypatch)
     for cid in ("F5-r20-c100", "F6-wrn20-c100", "F7-vgg11-c100",
                 "F5-r20-tin", "F6-wrn20-tin", "F7-vgg11-tin"):
         m = f57[cid]
-        assert m["value"] is None or isinstance(m["value"], bool)
+        assert isinstance(m["value"], bool) or (m["value"] is None
+                                                and "inconclusive" in m["note"])
         assert "vs IMP" in m["note"] and _not_offline(m)
 
 

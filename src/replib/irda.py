@@ -442,53 +442,49 @@ def result_row(rec) -> dict:
     }
 
 
-def far_sparser(irda: list[tuple[float, float]], prox: list[tuple[float, float]],
-                acc_tol: float = 2.0, margin: float = 0.3) -> bool:
+def far_sparser_judged(irda: list[tuple[float, float]], prox: list[tuple[float, float]],
+                       acc_tol: float = 2.0, margin: float = 0.3) -> tuple[bool, str]:
     """The qualitative claim "iRDA reaches far higher sparsity than prox-SGD at comparable
-    accuracy", made checkable on (top-1 %, sparsity) points of both methods.
+    accuracy", made checkable on (top-1 %, sparsity) points of both methods: ``(holds, why)``.
 
-    True when some iRDA point (a, s) is (i) within ``acc_tol`` points of the most accurate
+    Holds when some iRDA point (a, s) is (i) within ``acc_tol`` points of the most accurate
     prox-SGD point or above it, and (ii) at least ``margin`` sparser than every prox-SGD point
     whose accuracy is comparable to it (>= a - acc_tol). The paper: 93.47% / 0.95 against
     89.80% / 0.03 (Table 1); 90.67% / 0.94 against 89.02% / 0.00 and 88.74% / 0.52 (Table 7).
+    ``why`` gives the deciding numbers, as a claim's note: the best prox-SGD top-1, and each
+    iRDA point within ``acc_tol`` of it with its sparsity against that of the most sparse
+    prox-SGD point of comparable accuracy (or, if none is within, the best iRDA point).
     """
     prox = [p for p in prox if p[0] is not None and p[1] is not None]
     irda = [p for p in irda if p[0] is not None and p[1] is not None]
     if not prox or not irda:
-        return False
-    best_acc = max(a for a, _ in prox)
-    for a, s in irda:
-        if a < best_acc - acc_tol:
-            continue
-        rivals = [sp for ap, sp in prox if ap >= a - acc_tol]
-        if s >= max(rivals, default=0.0) + margin:
-            return True
-    return False
-
-
-def far_sparser_why(irda: list[tuple[float, float]], prox: list[tuple[float, float]],
-                    acc_tol: float = 2.0, margin: float = 0.3) -> str:
-    """The numbers that decide :func:`far_sparser` on the same points, as a claim's note: the
-    best prox-SGD top-1, and each iRDA point within ``acc_tol`` of it with its sparsity against
-    that of the most sparse prox-SGD point of comparable accuracy (or, if none is within, the
-    best iRDA point)."""
-    prox = [p for p in prox if p[0] is not None and p[1] is not None]
-    irda = [p for p in irda if p[0] is not None and p[1] is not None]
-    if not prox or not irda:
-        return "no iRDA or no prox-SGD point to compare"
+        return False, "no iRDA or no prox-SGD point to compare"
     best_acc, best_sp = max(prox)
     head = f"best prox-SGD top-1 {best_acc:.1f}% at sigma {best_sp:.3f}"
     window = sorted((p for p in irda if p[0] >= best_acc - acc_tol), reverse=True)
     if not window:
         a, s = max(irda)
-        return (f"{head}; no iRDA point within {acc_tol:g} points of it (best iRDA top-1 "
-                f"{a:.1f}% at sigma {s:.3f})")
-    parts = []
+        return False, (f"{head}; no iRDA point within {acc_tol:g} points of it (best iRDA top-1 "
+                       f"{a:.1f}% at sigma {s:.3f})")
+    holds, parts = False, []
     for a, s in window:
         rival = max((sp for ap, sp in prox if ap >= a - acc_tol), default=0.0)
+        holds = holds or s >= rival + margin
         parts.append(f"{a:.1f}% at sigma {s:.3f} against {rival:.3f} for prox-SGD at comparable "
                      f"top-1 (margin {s - rival:+.3f}, needs {margin:+g})")
-    return f"{head}; iRDA within {acc_tol:g} points: " + "; ".join(parts)
+    return holds, f"{head}; iRDA within {acc_tol:g} points: " + "; ".join(parts)
+
+
+def far_sparser(irda: list[tuple[float, float]], prox: list[tuple[float, float]],
+                acc_tol: float = 2.0, margin: float = 0.3) -> bool:
+    """Whether :func:`far_sparser_judged`'s claim holds."""
+    return far_sparser_judged(irda, prox, acc_tol, margin)[0]
+
+
+def far_sparser_why(irda: list[tuple[float, float]], prox: list[tuple[float, float]],
+                    acc_tol: float = 2.0, margin: float = 0.3) -> str:
+    """The numbers that decide :func:`far_sparser` on the same points (a claim's note)."""
+    return far_sparser_judged(irda, prox, acc_tol, margin)[1]
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -526,10 +522,11 @@ def gamma_trends(series, min_sparsity: float = 0.01) -> dict:
     return out
 
 
-def gamma_trend_holds(series, min_sparsity: float = 0.01) -> bool:
+def gamma_trend_holds(series, min_sparsity: float = 0.01, trends: dict | None = None) -> bool:
     """True when :func:`gamma_trends` judges at least one lambda and the trend holds at every
-    judged lambda (False when nothing sparsifies: there is no trend to see)."""
-    trends = gamma_trends(series, min_sparsity)
+    judged lambda (False when nothing sparsifies: there is no trend to see). ``trends``: the
+    result of :func:`gamma_trends` on ``series`` when the caller already has it."""
+    trends = gamma_trends(series, min_sparsity) if trends is None else trends
     return bool(trends) and all(t["holds"] for t in trends.values())
 
 

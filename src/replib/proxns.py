@@ -30,7 +30,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from . import models
-from .data import Split
+from .data import Split, num_batches
 from .metrics import count_params, diff_se, evaluate, flops
 from .models.base import init_slimming
 from .models.densenet import DenseNet
@@ -332,7 +332,7 @@ def drift_steps(lam: float, beta: float, alpha: float, start: float = 0.5) -> fl
 
 def phase1_steps(n_train: int, epochs: int, batch_size: int = 64) -> int:
     """SGD steps before the first LR drop (at ``max(1, round(0.5 * epochs))`` epochs)."""
-    return max(1, int(round(0.5 * epochs))) * -(-n_train // batch_size)
+    return max(1, int(round(0.5 * epochs))) * num_batches(n_train, batch_size)
 
 
 CIFAR_TRAIN = 50_000  # CIFAR-10/100 training images
@@ -349,14 +349,14 @@ def train_steps(spec) -> int:
         spec = spec.get("spec", spec)
         epochs, hp = spec["epochs"], spec["hparams"]
     n = hp.get("train_subset") or CIFAR_TRAIN - hp.get("val_size", 0)
-    return int(epochs) * -(-int(n) // int(hp["batch_size"]))
+    return int(epochs) * num_batches(int(n), int(hp["batch_size"]))
 
 
 def paper_train_steps(batch_size: int = 64) -> int:
     """The paper's training length in SGD steps (Sec. 5.1: 160 epochs of CIFAR's 50,000
     training images in batches of 64): 125,120."""
     _, n, epochs, _ = CUTS["paper"]["vgg19"]
-    return epochs * -(-n // batch_size)
+    return epochs * num_batches(n, batch_size)
 
 
 DRIFT_FRACTION = 1.0  # at a cut budget, the zero-gradient drift takes the first LR phase
