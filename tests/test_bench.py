@@ -185,6 +185,31 @@ def test_main_writes_a_record_the_report_renders(tmp_path, monkeypatch):
     assert "LeNet-300-100" in md and "ProxSGD" in md and rec["machine"]["cpu"] in md
 
 
+def test_dataloader_goal_verdict_is_judged_on_the_record():
+    def rec(w0, w2, over_bare):
+        return {"loops": {"ratios": [
+            {"model": "lenet300", "dataloader_w0_over_replib": w0,
+             "dataloader_w2_over_replib_wall": w2, "replib_over_bare": over_bare},
+            {"model": "resnet20", "dataloader_w0_over_replib": 1.0,
+             "dataloader_w2_over_replib_wall": None, "replib_over_bare": 1.0}]}}
+
+    goal = report.DATALOADER_GOAL
+    # the faster DataLoader setting counts; ResNet-20 is not an MNIST-scale network
+    assert report.dataloader_factors(rec(2 * goal, goal + 1, 1.0)) == [
+        ("lenet300", goal + 1, goal + 1)]
+    text = report.dataloader_verdict(rec(2 * goal, goal + 1, 1.0))
+    assert "reached for LeNet-300-100" in text and "not reached" not in text
+    # under the goal, and so is the bare loop: no loop could reach it
+    text = report.dataloader_verdict(rec(goal - 1, None, 1.1))
+    assert "not reached for LeNet-300-100" in text and "no training loop could" in text
+    assert f"bare loop {(goal - 1) * 1.1:.2f}x" in text
+    # under the goal, but the bare loop reaches it: fit's own overhead
+    text = report.dataloader_verdict(rec(goal - 0.1, None, 1.5))
+    assert "although the bare loop reaches it" in text
+    assert report.dataloader_verdict({}) == ""
+    assert text in report.goals(rec(goal - 0.1, None, 1.5))
+
+
 def _reference_augment(images, pad, flip, g):
     """The definition: pad, crop at (dy, dx), flip where the coin says so (per image)."""
     n, _, h, w = images.shape

@@ -127,6 +127,12 @@ def test_norm_factors_lenet300():
     assert conv[0].alpha_l2 == 0.0  # l2 is off for reg="l0"
 
 
+def test_norm_factor_refuses_script_which_needs_the_kernel_shape():
+    assert math.isclose(L0.norm_factor(1000, "linear", "sqrt"), math.sqrt(1000 / 524288))
+    with pytest.raises(ValueError, match="layer_coefs"):
+        L0.norm_factor(1000, "linear", "script")
+
+
 def test_norm_script_scales_only_alpha_l0_with_the_scripts_fan():
     """The authors' Keras script: alpha_l2 unscaled; alpha_l0 * sqrt(fan / n_ref), its fan of a
     dense layer in * out, of a conv kernel (kh, kw, in, out) kw * in * out (shape[1:])."""

@@ -247,6 +247,30 @@ def test_train_steps_count_the_training_stage_against_the_papers_125120() -> Non
     assert proxns.train_steps(rec) == proxns.train_steps(rec["spec"]) == 942
     rec["spec"]["hparams"].update(train_subset=0, val_size=5_000)
     assert proxns.train_steps(rec) == 6 * 704
+    # run_length counts the images train_steps trains on: 45,000, not 50,000
+    assert proxns.train_images(rec) == 45_000
+    assert proxns.run_length(rec) == "6 epochs, 45,000 images"
+    assert proxns.run_length({"spec": {"epochs": 24, "hparams": dict(longer.hp)}}) == (
+        "24 epochs, 10,000 images")
+    # the paper's count is train_steps of the paper's cut, at any batch size
+    for bs in (64, 100, 128):
+        paper = proxns.run_spec("vgg19", "proximal", "paper")
+        paper_rec = {"spec": {"epochs": paper.epochs,
+                              "hparams": dict(paper.hp) | {"batch_size": bs}}}
+        assert proxns.paper_train_steps(bs) == proxns.train_steps(paper_rec)
+    assert (proxns.paper_train_steps(100), proxns.paper_train_steps(128)) == (80_000, 62_560)
+
+
+def test_steps_vs_paper_states_the_steps_and_their_share_of_the_papers() -> None:
+    vgg = proxns.run_spec("vgg19", "proximal", "cpu")  # 942 / 125,120 = 0.753%
+    assert proxns.steps_vs_paper(vgg) == "942 SGD steps (0.75% of the paper's)"
+    longer = proxns.run_spec("preresnet164", "proximal", "cpu",
+                             **proxns.LONG["cpu"]["preresnet164"])  # 3,768 / 125,120 = 3.012%
+    assert proxns.steps_vs_paper({"spec": {"epochs": longer.epochs,
+                                           "hparams": dict(longer.hp)}}) == (
+        "3,768 SGD steps (3.01% of the paper's)")
+    assert proxns.steps_vs_paper(proxns.run_spec("densenet40", "proximal", "paper")) == (
+        "125,120 SGD steps (100.00% of the paper's)")
 
 
 def _tiny_split(n: int = 40) -> data.Split:
@@ -639,6 +663,10 @@ def test_several_seeds_of_a_longer_pair_are_judged_on_their_mean() -> None:
     assert values["C-densenet40-c10-ns-collapse"] is False  # mean gap 9.15 < 10
     assert values["C-vgg19-c10-px-prune-drop"] == 2.0
     se = [proxns.collapse_gap(lg["proximal"], lg["original"])[1] for lg in (a, b)]
+    assert proxns.mean_collapse_gap([a, b]) == pytest.approx((9.15, math.hypot(*se) / 2))
+    assert proxns.mean_collapse_gap([a]) == proxns.collapse_gap(a["proximal"], a["original"])
+    with pytest.raises(ValueError, match="at least one"):
+        proxns.mean_collapse_gap([])
     note = notes["C-densenet40-c10-ns-collapse"]
     assert "longer DenseNet-40 pair, 24 epochs, 10,000 images, seeds 0, 1" in note
     assert "lost 9.2 points more than proximal NS on average" in note

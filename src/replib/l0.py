@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 
 REGS = ("none", "l2", "l1", "l0", "l2l0")
 STRATEGIES = ("plain", "norm", "sep")
-NORMS = ("none", "sqrt", "mean", "script")
+SIZE_NORMS = ("none", "sqrt", "mean")  # factors of a layer's size alone (norm_factor)
+NORMS = SIZE_NORMS + ("script",)
 SCOPES = ("global", "layerwise", "random")
 FT_PENALTIES = ("none", "l2", "same")
 # Reference layer sizes of the authors' Keras script (references.md, (D)).
@@ -116,16 +117,23 @@ def layer_info(model: nn.Module) -> list[tuple[str, str, int]]:
 
 
 def norm_factor(n: int, kind: str, norm: str) -> float:
-    """NORM's layer-size factor (module docstring): 1, ``sqrt(n / n_ref)`` or ``n_ref / n``
-    (``"script"``: ``sqrt(n / n_ref)`` with ``n`` the script's fan, see :func:`layer_coefs`)."""
-    _check("norm", norm, NORMS)
+    """NORM's layer-size factor (module docstring): 1, ``sqrt(n / n_ref)`` or ``n_ref / n``.
+
+    ``norm="script"`` is not a factor of the layer's size alone (it needs the kernel's shape
+    and scales only ``alpha_l0``); :func:`layer_coefs` computes it, with ``"sqrt"`` of the
+    script's fan.
+    """
+    if norm == "script":
+        raise ValueError("norm='script' depends on the layer's shape, not only its size: "
+                         "use layer_coefs(..., norm='script')")
+    _check("norm", norm, SIZE_NORMS)
     _check("kind", kind, tuple(SQRT_REF))
     if n < 1:
         raise ValueError(f"n={n} must be >= 1")
     if norm == "none":
         return 1.0
     ref = SQRT_REF[kind]
-    return math.sqrt(n / ref) if norm in ("sqrt", "script") else ref / n
+    return math.sqrt(n / ref) if norm == "sqrt" else ref / n
 
 
 def layer_coefs(
@@ -175,7 +183,7 @@ def layer_coefs(
             mods = masks_mod.prunable_layers(model)
             fans = [n // mods[name].weight.shape[2] if kind == "conv" else n
                     for name, kind, n in info]
-            f0 = [norm_factor(fan, kind, norm) for fan, (_, kind, _) in zip(fans, info)]
+            f0 = [norm_factor(fan, kind, "sqrt") for fan, (_, kind, _) in zip(fans, info)]
             f = [1.0] * len(info)  # alpha_l2 (and alpha_l1) unscaled
         else:
             f = [norm_factor(n, kind, norm) if strategy == "norm" else 1.0

@@ -997,6 +997,21 @@ def curve(df, method: str, prune: str | None = None) -> list[tuple[float, float]
     return list(zip(g.density.tolist(), g.test_acc.tolist()))
 
 
+FIG5_IMP = {"mask_log": "imp", "mask_l1": "imp_l1"}  # the IMP run matched to each mask
+
+
+def fig5_imp_point(pts: Mapping[str, list[tuple[float, float]]], m: str
+                   ) -> tuple[str, float, float]:
+    """The IMP point Fig. 5's statement compares mask ``m``'s final ticket with:
+    ``(imp, density, accuracy)``, ``imp`` the IMP curve run to that mask's sparsity
+    (:data:`FIG5_IMP`; ``imp`` where there is no such run), ``density`` the mask's final
+    (sparsest) density, ``accuracy`` IMP's curve read there (:func:`interp_accuracy`, as
+    :func:`compare_at` reads it)."""
+    imp = FIG5_IMP[m] if FIG5_IMP[m] in pts else "imp"
+    dens = min(d for d, _ in pts[m])
+    return imp, dens, interp_accuracy(pts[imp], dens)[0]
+
+
 def fig5_checks(pts: Mapping[str, list[tuple[float, float]]],
                 round1: Mapping[str, tuple[float, float] | None] | None = None
                 ) -> tuple[dict, dict]:
@@ -1006,11 +1021,10 @@ def fig5_checks(pts: Mapping[str, list[tuple[float, float]]],
     sparsity, and log vs l1 at log's final sparsity. Returns ``(checks, notes)``."""
     checks: dict = {}
     notes: dict = {}
-    for m, imp, cid in (("mask_log", "imp", "F5-r20-c10-log-vs-imp-high"),
-                        ("mask_l1", "imp_l1", "F5-r20-c10-l1-vs-imp-high")):
-        imp = imp if imp in pts else "imp"  # IMP run to mask-l1's sparsity, where there is one
-        checks[cid], notes[cid] = compare_at(pts[m], pts[imp], min(d for d, _ in pts[m]),
-                                             (m, METHOD_LABELS[imp]))
+    for m, cid in (("mask_log", "F5-r20-c10-log-vs-imp-high"),
+                   ("mask_l1", "F5-r20-c10-l1-vs-imp-high")):
+        imp, dens, _ = fig5_imp_point(pts, m)  # IMP run to m's sparsity, where there is one
+        checks[cid], notes[cid] = compare_at(pts[m], pts[imp], dens, (m, METHOD_LABELS[imp]))
     r1 = [(round1 or {}).get(m) for m in ("mask_l1", "mask_log")]
     if all(p is not None for p in r1):
         diffs = [abs(a - interp_accuracy(pts["imp"], d)[0]) for d, a in r1]

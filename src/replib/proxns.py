@@ -338,25 +338,44 @@ def phase1_steps(n_train: int, epochs: int, batch_size: int = 64) -> int:
 CIFAR_TRAIN = 50_000  # CIFAR-10/100 training images
 
 
+def _epochs_and_hparams(spec) -> tuple[int, Mapping]:
+    """``(epochs, hparams)`` of a :class:`~replib.experiments.spec.RunSpec`, a record, or a
+    record's ``spec``."""
+    if hasattr(spec, "hp"):
+        return int(spec.epochs), spec.hp
+    spec = spec.get("spec", spec)
+    return int(spec["epochs"]), spec["hparams"]
+
+
+def train_images(spec) -> int:
+    """Training images of a run: its subset, else CIFAR's :data:`CIFAR_TRAIN` less any
+    held-out validation images. ``spec``: as for :func:`train_steps`."""
+    _, hp = _epochs_and_hparams(spec)
+    return int(hp.get("train_subset") or CIFAR_TRAIN - hp.get("val_size", 0))
+
+
 def train_steps(spec) -> int:
     """SGD steps of a run's training stage, fine-tuning not counted: epochs x batches of its
-    training images (its subset, else CIFAR's 50,000 less any held-out validation images; the
-    last, partial batch counts, as in :func:`phase1_steps`). ``spec``: a
-    :class:`~replib.experiments.spec.RunSpec`, a record, or a record's ``spec``."""
-    if hasattr(spec, "hp"):
-        epochs, hp = spec.epochs, spec.hp
-    else:
-        spec = spec.get("spec", spec)
-        epochs, hp = spec["epochs"], spec["hparams"]
-    n = hp.get("train_subset") or CIFAR_TRAIN - hp.get("val_size", 0)
-    return int(epochs) * num_batches(int(n), int(hp["batch_size"]))
+    :func:`train_images` (the last, partial batch counts, as in :func:`phase1_steps`).
+    ``spec``: a :class:`~replib.experiments.spec.RunSpec`, a record, or a record's ``spec``."""
+    epochs, hp = _epochs_and_hparams(spec)
+    return epochs * num_batches(train_images(spec), int(hp["batch_size"]))
 
 
 def paper_train_steps(batch_size: int = 64) -> int:
     """The paper's training length in SGD steps (Sec. 5.1: 160 epochs of CIFAR's 50,000
-    training images in batches of 64): 125,120."""
+    training images in batches of 64): 125,120. :func:`train_steps` of the paper's cut."""
     _, n, epochs, _ = CUTS["paper"]["vgg19"]
-    return epochs * num_batches(n, batch_size)
+    return train_steps({"epochs": epochs, "hparams": {
+        "train_subset": 0 if n >= CIFAR_TRAIN else n, "batch_size": batch_size}})
+
+
+def steps_vs_paper(spec) -> str:
+    """A run's training length against the paper's: ``"942 SGD steps (0.75% of the
+    paper's)"`` (:func:`train_steps` over :func:`paper_train_steps`; fine-tuning not counted).
+    ``spec``: as for :func:`train_steps`."""
+    steps = train_steps(spec)
+    return f"{steps:,} SGD steps ({100 * steps / paper_train_steps():.2f}% of the paper's)"
 
 
 DRIFT_FRACTION = 1.0  # at a cut budget, the zero-gradient drift takes the first LR phase
@@ -385,7 +404,7 @@ def penalty_settings(model: str, n_train: int, epochs: int, batch_size: int = 64
 CUTS = {
     "smoke": {"vgg19": (0.125, 64, 1, 1), "deep": (0.125, 64, 1, 1)},
     "cpu": {"vgg19": (0.25, 10_000, 6, 2), "deep": (0.25, 5_000, 4, 0)},
-    "paper": {"vgg19": (1.0, 50_000, 160, 160), "deep": (1.0, 50_000, 160, 160)},
+    "paper": {"vgg19": (1.0, CIFAR_TRAIN, 160, 160), "deep": (1.0, CIFAR_TRAIN, 160, 160)},
 }
 LONG = {"smoke": {"vgg19": {"epochs": 2}},
         "cpu": {"vgg19": {"epochs": 24}, "densenet40": {"epochs": 24, "n_train": 10_000},
@@ -451,8 +470,9 @@ def run_spec(model: str, method: str, budget: str, dataset: str = "cifar10",
             raise ValueError(f"epochs={epochs} must be >= 1")
         cut["epochs"] = int(epochs)
     if n_train is not None:
-        if not 1 <= int(n_train) <= 50_000:
-            raise ValueError(f"n_train={n_train} must be in 1..50000 (CIFAR's training images)")
+        if not 1 <= int(n_train) <= CIFAR_TRAIN:
+            raise ValueError(f"n_train={n_train} must be in 1..{CIFAR_TRAIN} (CIFAR's training "
+                             "images)")
         cut["n_train"] = int(n_train)
     pen = penalty_settings(model, cut["n_train"], cut["epochs"], beta=beta)
     if drift_fraction is not None and budget != "paper":
@@ -461,7 +481,7 @@ def run_spec(model: str, method: str, budget: str, dataset: str = "cifar10",
         kappa = max(1.0, drift_steps(p["lam"], pen["beta"], 1.0 / LR0) / (drift_fraction * steps))
         pen = {"lam": p["lam"] * kappa, "beta": pen["beta"], "s": p["s"] * kappa, "kappa": kappa}
     hp: dict = {"width": cut["width"],
-                "train_subset": 0 if cut["n_train"] >= 50_000 else cut["n_train"]}
+                "train_subset": 0 if cut["n_train"] >= CIFAR_TRAIN else cut["n_train"]}
     if budget == "smoke":
         hp.update(test_subset=20, curve=[0.5])
     if method == "original":
@@ -870,10 +890,10 @@ JUDGED_AT_CUT_PREFIXES = ("C-", "S1-")
 
 
 def run_length(rec: Mapping) -> str:
-    """How long a record trained: ``"24 epochs, 10,000 images"`` (all 50,000 when the spec
-    takes no subset)."""
-    spec = rec["spec"]
-    return f"{spec['epochs']} epochs, {spec['hparams'].get('train_subset') or 50_000:,} images"
+    """How long a record trained: ``"24 epochs, 10,000 images"`` (its :func:`train_images`,
+    the count :func:`train_steps` uses)."""
+    epochs, _ = _epochs_and_hparams(rec)
+    return f"{epochs} epochs, {train_images(rec):,} images"
 
 
 def table3_rows(records: Mapping[str, Mapping], budget: str,
@@ -1011,6 +1031,18 @@ def _check_long(long: Mapping[str, Mapping]) -> str:
     return model
 
 
+def mean_collapse_gap(pairs: Sequence[Mapping[str, Mapping]]) -> tuple[float, float]:
+    """``(gap, se)`` of several seeds' longer pairs (``{"proximal": rec, "original": rec}``):
+    the mean of their :func:`collapse_gap` and its standard error (the seeds' own standard
+    errors in quadrature, divided by their number), what :func:`judge_on_long` judges
+    ``C-*-ns-collapse`` on."""
+    if not pairs:
+        raise ValueError("mean_collapse_gap needs at least one pair")
+    gaps = [collapse_gap(p["proximal"], p["original"]) for p in pairs]
+    return (sum(g for g, _ in gaps) / len(gaps),
+            math.sqrt(sum(e * e for _, e in gaps)) / len(gaps))
+
+
 def _seed_mean(model: str, longs: list[Mapping[str, Mapping]], seeds: list[int],
                ds: str) -> tuple[dict, dict]:
     """The Sec. 5.2 statements of several seeds' longer pairs: each number the mean over the
@@ -1032,8 +1064,7 @@ def _seed_mean(model: str, longs: list[Mapping[str, Mapping]], seeds: list[int],
             continue
         if cid.endswith("-ns-collapse"):
             gaps = [collapse_gap(lg["proximal"], lg["original"]) for lg in longs]
-            gap = sum(g for g, _ in gaps) / len(gaps)
-            se = math.sqrt(sum(e * e for _, e in gaps)) / len(gaps)
+            gap, se = mean_collapse_gap(longs)
             out[cid] = bool(gap >= COLLAPSE_POINTS)
             why[cid] = (f"original NS lost {gap:.1f} points more than proximal NS on average "
                         f"(threshold {COLLAPSE_POINTS:g}; one standard error of the mean at most "
