@@ -492,22 +492,26 @@ def test_fig5_checks_compare_each_mask_with_its_imp_point():
     pts = {"imp": imp, "imp_l1": imp_l1, "mask_l1": [(0.5, 0.9), (0.02, 0.66)],
            "mask_log": [(0.5, 0.9), (10 ** -1.5, 0.69)]}
     # mask-log against imp at its final density (half-way in log: 0.70), mask-l1 against imp_l1
-    name, dens, acc = lt.fig5_imp_point(pts, "mask_log")
-    assert name == "imp" and dens == 10 ** -1.5 and acc == pytest.approx(0.70)
-    name, dens, acc = lt.fig5_imp_point(pts, "mask_l1")
-    assert name == "imp_l1" and dens == 0.02
-    assert acc == pytest.approx(lt.interp_accuracy(imp_l1, 0.02)[0])
+    name, dens, acc, inside = lt.fig5_imp_point(pts, "mask_log")
+    assert name == "imp" and dens == 10 ** -1.5 and acc == pytest.approx(0.70) and inside
+    name, dens, acc, inside = lt.fig5_imp_point(pts, "mask_l1")
+    assert name == "imp_l1" and dens == 0.02 and inside
+    # log-linear between (0.05, 0.75) and (0.005, 0.50): 0.75 - 0.25 log(2.5) / log(10)
+    assert acc == pytest.approx(0.75 - 0.25 * math.log10(2.5))
     checks, notes = lt.fig5_checks(pts)
     # the notes print exactly the value fig5_imp_point gives (what a notebook's text states)
     for m, cid in (("mask_log", "F5-r20-c10-log-vs-imp-high"),
                    ("mask_l1", "F5-r20-c10-l1-vs-imp-high")):
-        name, dens, acc = lt.fig5_imp_point(pts, m)
+        name, dens, acc, _ = lt.fig5_imp_point(pts, m)
         assert f"{lt.METHOD_LABELS[name]} {100 * acc:.1f}% at density {100 * dens:.2f}%" \
             in notes[cid]
     assert checks["F5-r20-c10-matching"] is None
     # without a run to mask-l1's sparsity, mask-l1 meets imp
     del pts["imp_l1"]
     assert lt.fig5_imp_point(pts, "mask_l1")[0] == "imp"
+    # beyond IMP's sparsest ticket: its nearest ticket's accuracy, flagged as outside
+    pts["mask_log"] = [(0.5, 0.9), (0.001, 0.55)]
+    assert lt.fig5_imp_point(pts, "mask_log") == ("imp", 0.001, 0.60, False)
     assert "vs IMP " in lt.fig5_checks(pts)[1]["F5-r20-c10-l1-vs-imp-high"]
 
 

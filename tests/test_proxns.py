@@ -234,6 +234,10 @@ def test_penalties_are_the_official_ones_at_the_paper_length_and_scaled_when_cut
 
 def test_train_steps_count_the_training_stage_against_the_papers_125120() -> None:
     assert proxns.paper_train_steps() == 160 * 782 == 125_120
+    sched = proxns.paper_schedule()
+    assert sched == {"epochs": 160, "batches_per_epoch": 782, "batch_size": 64}
+    assert sched["epochs"] * sched["batches_per_epoch"] == proxns.paper_train_steps()
+    assert proxns.paper_schedule(128)["batches_per_epoch"] * 160 == proxns.paper_train_steps(128)
     vgg = proxns.run_spec("vgg19", "proximal", "cpu")  # 6 epochs x 157 batches of 64
     assert proxns.train_steps(vgg) == 942
     assert proxns.train_steps(proxns.run_spec("densenet40", "proximal", "cpu")) == 4 * 79
@@ -600,6 +604,19 @@ def test_collapse_gap_and_its_standard_error() -> None:
     assert values["C-vgg19-c10-ns-collapse"] is True  # 10.3 >= COLLAPSE_POINTS
 
 
+def test_collapse_words_states_the_gap_by_its_sign() -> None:
+    assert proxns.collapse_words(0.2) == "lost 0.2 points more than proximal NS"
+    assert proxns.collapse_words(-0.2) == "lost 0.2 points fewer than proximal NS"
+    assert proxns.collapse_words(0.0) == "lost as many points as proximal NS"
+    assert proxns.collapse_words(-0.04) == "lost as many points as proximal NS"  # rounds to 0.0
+    assert proxns.collapse_words(10.3, verb="loses") == "loses 10.3 points more than proximal NS"
+    # the claim notes use it: a negative gap is "fewer", never "-0.2 points more"
+    px, ns = _vgg_pair((0.65, 12.2, 48.3, 0.529), (0.72, 12.0, 48.1, 0.495))
+    _, notes = proxns.table2_claims({("vgg19", "proximal"): px, ("vgg19", "original"): ns})
+    assert notes["C-vgg19-c10-ns-collapse"].startswith(
+        "original NS lost 0.2 points fewer than proximal NS (threshold")
+
+
 def test_table3_puts_a_longer_run_under_ours_labelled_with_its_length() -> None:
     px = _vgg_pair((0.65, 12.2, 48.3, 0.529), (0.72, 22.5, 48.1, 0.495))[0]
     short = _vgg_pair((0.19, 7.9, 95.1, 0.112), (0.36, 27.2, 93.9, 0.088))[0]
@@ -662,9 +679,13 @@ def test_several_seeds_of_a_longer_pair_are_judged_on_their_mean() -> None:
     assert values["C-densenet40-c10-params-ge"] == pytest.approx((0.5 - 1.0) / 2)
     assert values["C-densenet40-c10-ns-collapse"] is False  # mean gap 9.15 < 10
     assert values["C-vgg19-c10-px-prune-drop"] == 2.0
-    se = [proxns.collapse_gap(lg["proximal"], lg["original"])[1] for lg in (a, b)]
-    assert proxns.mean_collapse_gap([a, b]) == pytest.approx((9.15, math.hypot(*se) / 2))
-    assert proxns.mean_collapse_gap([a]) == proxns.collapse_gap(a["proximal"], a["original"])
+    per_seed = [proxns.collapse_gap(lg["proximal"], lg["original"]) for lg in (a, b)]
+    se = [e for _, e in per_seed]
+    gap, gap_se, gaps = proxns.mean_collapse_gap([a, b])
+    assert (gap, gap_se) == pytest.approx((9.15, math.hypot(*se) / 2))
+    assert gaps == per_seed  # each seed's own (gap, se), in the pairs' order
+    one = proxns.collapse_gap(a["proximal"], a["original"])
+    assert proxns.mean_collapse_gap([a]) == (*one, [one])
     with pytest.raises(ValueError, match="at least one"):
         proxns.mean_collapse_gap([])
     note = notes["C-densenet40-c10-ns-collapse"]

@@ -1001,15 +1001,16 @@ FIG5_IMP = {"mask_log": "imp", "mask_l1": "imp_l1"}  # the IMP run matched to ea
 
 
 def fig5_imp_point(pts: Mapping[str, list[tuple[float, float]]], m: str
-                   ) -> tuple[str, float, float]:
+                   ) -> tuple[str, float, float, bool]:
     """The IMP point Fig. 5's statement compares mask ``m``'s final ticket with:
-    ``(imp, density, accuracy)``, ``imp`` the IMP curve run to that mask's sparsity
+    ``(imp, density, accuracy, inside)``, ``imp`` the IMP curve run to that mask's sparsity
     (:data:`FIG5_IMP`; ``imp`` where there is no such run), ``density`` the mask's final
-    (sparsest) density, ``accuracy`` IMP's curve read there (:func:`interp_accuracy`, as
-    :func:`compare_at` reads it)."""
+    (sparsest) density, ``accuracy`` IMP's curve read there and ``inside`` whether IMP's
+    tickets span that density (else ``accuracy`` is IMP's nearest ticket's;
+    :func:`interp_accuracy`, as :func:`compare_at` reads it)."""
     imp = FIG5_IMP[m] if FIG5_IMP[m] in pts else "imp"
     dens = min(d for d, _ in pts[m])
-    return imp, dens, interp_accuracy(pts[imp], dens)[0]
+    return (imp, dens, *interp_accuracy(pts[imp], dens))
 
 
 def fig5_checks(pts: Mapping[str, list[tuple[float, float]]],
@@ -1023,7 +1024,7 @@ def fig5_checks(pts: Mapping[str, list[tuple[float, float]]],
     notes: dict = {}
     for m, cid in (("mask_log", "F5-r20-c10-log-vs-imp-high"),
                    ("mask_l1", "F5-r20-c10-l1-vs-imp-high")):
-        imp, dens, _ = fig5_imp_point(pts, m)  # IMP run to m's sparsity, where there is one
+        imp, dens, _, _ = fig5_imp_point(pts, m)  # IMP run to m's sparsity, where there is one
         checks[cid], notes[cid] = compare_at(pts[m], pts[imp], dens, (m, METHOD_LABELS[imp]))
     r1 = [(round1 or {}).get(m) for m in ("mask_l1", "mask_log")]
     if all(p is not None for p in r1):

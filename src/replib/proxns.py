@@ -362,9 +362,22 @@ def train_steps(spec) -> int:
     return epochs * num_batches(train_images(spec), int(hp["batch_size"]))
 
 
-def paper_train_steps(batch_size: int = 64) -> int:
+PAPER_BATCH_SIZE = 64  # Sec. 5.1's batch size
+
+
+def paper_schedule(batch_size: int = PAPER_BATCH_SIZE) -> dict[str, int]:
+    """The paper's training length (Sec. 5.1), fine-tuning not counted: ``{"epochs": 160,
+    "batches_per_epoch": 782, "batch_size": 64}``, the epochs of the paper's cut (:data:`CUTS`)
+    over its training images in batches of ``batch_size`` (the last, partial batch counts)."""
+    _, n, epochs, _ = CUTS["paper"]["vgg19"]
+    return {"epochs": epochs, "batches_per_epoch": num_batches(n, batch_size),
+            "batch_size": batch_size}
+
+
+def paper_train_steps(batch_size: int = PAPER_BATCH_SIZE) -> int:
     """The paper's training length in SGD steps (Sec. 5.1: 160 epochs of CIFAR's 50,000
-    training images in batches of 64): 125,120. :func:`train_steps` of the paper's cut."""
+    training images in batches of 64): 125,120. :func:`train_steps` of the paper's cut
+    (:func:`paper_schedule`'s epochs times batches per epoch)."""
     _, n, epochs, _ = CUTS["paper"]["vgg19"]
     return train_steps({"epochs": epochs, "hparams": {
         "train_subset": 0 if n >= CIFAR_TRAIN else n, "batch_size": batch_size}})
@@ -430,7 +443,7 @@ METHOD_TASKS = {"baseline": "proxns_baseline", "original": "proxns_original_ns",
 
 def methods(model: str, budget: str) -> list[str]:
     """The methods run for ``model`` at ``budget``. At ``cpu`` the deep nets (seconds per SGD
-    step on a 2-core CPU, proxns/02 gives them per run) skip the baseline, which no claim a
+    step on this book's CPU, proxns/02 gives them per run) skip the baseline, which no claim a
     cut can test needs, and their fine-tuning (``budget_cut``); VGG-19 runs everything."""
     if budget == "cpu" and model != "vgg19":
         return ["original", "proximal"]
@@ -821,6 +834,15 @@ def collapse_gap(proximal: Mapping, original: Mapping) -> tuple[float, float]:
     return gap, 100.0 * se
 
 
+def collapse_words(gap: float, verb: str = "lost") -> str:
+    """A collapse gap (:func:`collapse_gap`) in words, original NS's side, by its sign at one
+    decimal: ``"lost 0.2 points more than proximal NS"``, ``"... fewer than ..."``, or ``"lost as
+    many points as proximal NS"`` where it rounds to 0.0. ``verb``: its form (``"loses"``)."""
+    if round(abs(gap), 1) == 0:
+        return f"{verb} as many points as proximal NS"
+    return f"{verb} {abs(gap):.1f} points {'more' if gap > 0 else 'fewer'} than proximal NS"
+
+
 def table2_claims(records: Mapping[tuple[str, str], Mapping],
                   ds: str | None = None) -> tuple[dict, dict]:
     """Claim values of ``data/claims/proxns.csv`` (Table 2a or 2b and the Sec. 5.2 statements)
@@ -873,7 +895,7 @@ def table2_claims(records: Mapping[tuple[str, str], Mapping],
             gap, se = collapse_gap(px, ns)
             out[f"C-{key}-{ds}-ns-collapse"] = bool(gap >= COLLAPSE_POINTS)
             notes[f"C-{key}-{ds}-ns-collapse"] = (
-                f"original NS lost {gap:.1f} points more than proximal NS (threshold "
+                f"original NS {collapse_words(gap)} (threshold "
                 f"{COLLAPSE_POINTS:g}; one standard error at most {se:.1f})")
             out[f"C-{key}-{ds}-params-ge"] = (px["metrics"]["params_pruned_pct"]
                                              - ns["metrics"]["params_pruned_pct"])
@@ -1031,16 +1053,17 @@ def _check_long(long: Mapping[str, Mapping]) -> str:
     return model
 
 
-def mean_collapse_gap(pairs: Sequence[Mapping[str, Mapping]]) -> tuple[float, float]:
-    """``(gap, se)`` of several seeds' longer pairs (``{"proximal": rec, "original": rec}``):
-    the mean of their :func:`collapse_gap` and its standard error (the seeds' own standard
-    errors in quadrature, divided by their number), what :func:`judge_on_long` judges
-    ``C-*-ns-collapse`` on."""
+def mean_collapse_gap(pairs: Sequence[Mapping[str, Mapping]]
+                      ) -> tuple[float, float, list[tuple[float, float]]]:
+    """``(gap, se, per_seed)`` of several seeds' longer pairs (``{"proximal": rec, "original":
+    rec}``): the mean of their :func:`collapse_gap` and its standard error (the seeds' own
+    standard errors in quadrature, divided by their number), what :func:`judge_on_long` judges
+    ``C-*-ns-collapse`` on, and each pair's own ``(gap, se)``, in the order of ``pairs``."""
     if not pairs:
         raise ValueError("mean_collapse_gap needs at least one pair")
     gaps = [collapse_gap(p["proximal"], p["original"]) for p in pairs]
     return (sum(g for g, _ in gaps) / len(gaps),
-            math.sqrt(sum(e * e for _, e in gaps)) / len(gaps))
+            math.sqrt(sum(e * e for _, e in gaps)) / len(gaps), gaps)
 
 
 def _seed_mean(model: str, longs: list[Mapping[str, Mapping]], seeds: list[int],
@@ -1063,10 +1086,9 @@ def _seed_mean(model: str, longs: list[Mapping[str, Mapping]], seeds: list[int],
                                  for s, (v, w) in zip(seeds, per))
             continue
         if cid.endswith("-ns-collapse"):
-            gaps = [collapse_gap(lg["proximal"], lg["original"]) for lg in longs]
-            gap, se = mean_collapse_gap(longs)
+            gap, se, gaps = mean_collapse_gap(longs)
             out[cid] = bool(gap >= COLLAPSE_POINTS)
-            why[cid] = (f"original NS lost {gap:.1f} points more than proximal NS on average "
+            why[cid] = (f"original NS {collapse_words(gap)} on average "
                         f"(threshold {COLLAPSE_POINTS:g}; one standard error of the mean at most "
                         f"{se:.1f}; per seed: "
                         + ", ".join(f"seed {s} {g:.1f}" for s, (g, _) in zip(seeds, gaps)) + ")")
