@@ -179,12 +179,13 @@ def render(rec: dict) -> str:
 def goals(rec: dict) -> str:
     """The issue's three goals, each judged on this record (a verdict per row)."""
     rows = []
+    factors = dataloader_factors(rec)
     if "loops" in rec:
         for r in rec["loops"]["ratios"]:
             v = r["replib_over_bare"]
             rows.append(["replib's loop within 10% of the bare loop", _m(r["model"]),
                          f"{v:.3f}x", "met" if v <= 1.10 else "not met"])
-        for g in dataloader_factors(rec):
+        for g in factors:
             rows.append([f">= {DATALOADER_GOAL:g}x faster than the DataLoader pipeline (its "
                          "faster worker setting), whole training step", _m(g.model),
                          f"{g.fit.value:.2f}x against {_setting(g.fit)} (the bare loop: "
@@ -213,7 +214,7 @@ def goals(rec: dict) -> str:
     if not rows:
         return ""
     return "\n**Goals of the benchmark, judged on this record.**\n\n" + _table(
-        ["goal", "where", "value", "verdict"], rows) + dataloader_verdict(rec)
+        ["goal", "where", "value", "verdict"], rows) + dataloader_verdict(rec, factors)
 
 
 # The DataLoader pipeline's worker settings, and the clocks' names in the text.
@@ -337,12 +338,13 @@ def _described(f: Factor, settings: list[Factor]) -> str:
             + "".join(f"; {e}" for e in extra) + ")")
 
 
-def dataloader_verdict(rec: dict) -> str:
+def dataloader_verdict(rec: dict, fac: list | None = None) -> str:
     """The DataLoader goal on a whole training step, judged on this record in words: per
     network whether `fit` reaches it, and, where not, whether any loop could (the bare loop's
     factor: under the goal, within the noise of it, or over it) and what share of the
-    DataLoader step the network's own step (the bare loop's) takes."""
-    fac = dataloader_factors(rec)
+    DataLoader step the network's own step (the bare loop's) takes. ``fac``: the record's
+    :func:`dataloader_factors`, where the caller has them."""
+    fac = dataloader_factors(rec) if fac is None else fac
     if not fac:
         return ""
     goal, share = f"{DATALOADER_GOAL:g}x", f"{100 / DATALOADER_GOAL:g}%"
@@ -520,7 +522,8 @@ def gpu_sentence(gpu_record: dict | None, devices: list[str]) -> str:
             f"paper's RTX 2080 times, not on those measurements.")
 
 
-def render_reproduce(results_root: Path, n_notebooks: int, bench_results: Path = RESULTS) -> str:
+def render_reproduce(results_root: Path, n_notebooks: int, gpu_record: dict | None = None) -> str:
+    """The reproduce estimate; ``gpu_record``: the newest cuda benchmark record, if any."""
     meas = measured_training(results_root)
     out = []
     rows = []
@@ -544,7 +547,6 @@ def render_reproduce(results_root: Path, n_notebooks: int, bench_results: Path =
     if devices:
         out.append(f"\nDevices in these records: {', '.join(devices)}.\n")
     rows, total, partial, errors = paper_estimate()
-    gpu_record = newest_records(bench_results).get("cuda")
     out += [f"\n**Estimated, not measured: the `paper` budget on a GPU.** "
             f"{gpu_sentence(gpu_record, devices)} The runs are those the planner finds in the "
             f"notebooks at the `paper` budget (`python -m replib.experiments.reproduce "
@@ -602,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "compute_table.md").write_text("\n".join(parts))
     results_root = ROOT / "data" / "results"
     n_nb = len(list((ROOT / "notebooks").glob("*/[0-9]*.ipynb")))
-    (out_dir / "compute_reproduce.md").write_text(render_reproduce(results_root, n_nb))
+    (out_dir / "compute_reproduce.md").write_text(
+        render_reproduce(results_root, n_nb, recs.get("cuda")))
     for name in ("compute_table.md", "compute_reproduce.md"):
         print(out_dir / name)
     return 0

@@ -315,10 +315,10 @@ def test_render_reproduce_says_whether_a_gpu_was_used(tmp_path, monkeypatch):
                                              "provenance": {"wall_time_s": 60, "device": "cpu"}}))
     cpu_rec = dict(GPU_RECORD, machine={"device": "cpu"})
     (bench_dir / "20261201T000000-cpu.json").write_text(json.dumps(cpu_rec))
-    text = report.render_reproduce(runs, 1, bench_dir)
+    text = report.render_reproduce(runs, 1, report.newest_records(bench_dir).get("cuda"))
     assert report.gpu_sentence(None, ["cpu"]) in text and "was not measured here" in text
     (bench_dir / "20261201T000000-cuda.json").write_text(json.dumps(GPU_RECORD))
-    text = report.render_reproduce(runs, 1, bench_dir)
+    text = report.render_reproduce(runs, 1, report.newest_records(bench_dir).get("cuda"))
     assert "No GPU was used" not in text and "was not applied here" in text
     assert report.gpu_sentence(dict(GPU_RECORD, _file="20261201T000000-cuda.json"),
                                ["cpu"]) in text

@@ -201,11 +201,11 @@ def test_far_sparser_needs_comparable_accuracy_and_a_margin() -> None:
 
 def test_far_sparser_why_gives_the_deciding_numbers() -> None:
     prox = [(88.74, 0.52), (89.02, 0.00)]
-    why = IR.far_sparser_why([(90.67, 0.94), (38.73, 1.00)], prox)
+    why = IR.far_sparser_judged([(90.67, 0.94), (38.73, 1.00)], prox)[1]
     assert why.startswith("best prox-SGD top-1 89.0% at sigma 0.000")
     assert "90.7% at sigma 0.940 against 0.520" in why and "+0.420" in why
     assert "38.7" not in why  # outside the 2-point window
-    why = IR.far_sparser_why([(30.0, 0.9), (20.0, 0.99)], prox)
+    why = IR.far_sparser_judged([(30.0, 0.9), (20.0, 0.99)], prox)[1]
     assert "no iRDA point within 2 points" in why and "best iRDA top-1 30.0% at sigma 0.900" in why
 
 

@@ -129,7 +129,7 @@ def test_norm_factors_lenet300():
 
 def test_norm_factor_refuses_script_which_needs_the_kernel_shape():
     assert math.isclose(L0.norm_factor(1000, "linear", "sqrt"), math.sqrt(1000 / 524288))
-    with pytest.raises(ValueError, match="layer_coefs"):
+    with pytest.raises(ValueError, match="script"):
         L0.norm_factor(1000, "linear", "script")
 
 

@@ -481,12 +481,6 @@ def far_sparser(irda: list[tuple[float, float]], prox: list[tuple[float, float]]
     return far_sparser_judged(irda, prox, acc_tol, margin)[0]
 
 
-def far_sparser_why(irda: list[tuple[float, float]], prox: list[tuple[float, float]],
-                    acc_tol: float = 2.0, margin: float = 0.3) -> str:
-    """The numbers that decide :func:`far_sparser` on the same points (a claim's note)."""
-    return far_sparser_judged(irda, prox, acc_tol, margin)[1]
-
-
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation of ``x`` and ``y`` (Pearson's of their tie-averaged ranks,
     as pandas ranks them); NaN when either is constant."""

@@ -123,9 +123,6 @@ def norm_factor(n: int, kind: str, norm: str) -> float:
     and scales only ``alpha_l0``); :func:`layer_coefs` computes it, with ``"sqrt"`` of the
     script's fan.
     """
-    if norm == "script":
-        raise ValueError("norm='script' depends on the layer's shape, not only its size: "
-                         "use layer_coefs(..., norm='script')")
     _check("norm", norm, SIZE_NORMS)
     _check("kind", kind, tuple(SQRT_REF))
     if n < 1:

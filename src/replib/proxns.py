@@ -376,11 +376,10 @@ def paper_schedule(batch_size: int = PAPER_BATCH_SIZE) -> dict[str, int]:
 
 def paper_train_steps(batch_size: int = PAPER_BATCH_SIZE) -> int:
     """The paper's training length in SGD steps (Sec. 5.1: 160 epochs of CIFAR's 50,000
-    training images in batches of 64): 125,120. :func:`train_steps` of the paper's cut
-    (:func:`paper_schedule`'s epochs times batches per epoch)."""
-    _, n, epochs, _ = CUTS["paper"]["vgg19"]
-    return train_steps({"epochs": epochs, "hparams": {
-        "train_subset": 0 if n >= CIFAR_TRAIN else n, "batch_size": batch_size}})
+    training images in batches of 64): 125,120, :func:`paper_schedule`'s epochs times batches
+    per epoch."""
+    s = paper_schedule(batch_size)
+    return s["epochs"] * s["batches_per_epoch"]
 
 
 def steps_vs_paper(spec) -> str:
