@@ -610,11 +610,24 @@ def run_interleaved(items: list[dict], repeats: int, log: Callable[[str], None],
         del item["timer"]
 
 
-def _median(items: list[dict], key: str = "median_s", **match) -> float | None:
+def find_item(items: list[dict], **match) -> dict | None:
+    """The first item whose fields equal ``match`` (None where none does)."""
     for it in items:
         if all(it.get(k) == v for k, v in match.items()):
-            return it[key]
+            return it
     return None
+
+
+def _median(items: list[dict], key: str = "median_s", **match) -> float | None:
+    it = find_item(items, **match)
+    return None if it is None else it[key]
+
+
+def reference_variant(items: list[dict], model: str) -> str:
+    """replib's loop that the ``DataLoader`` pipeline of ``model`` is compared with: the
+    augmented one where it was measured (CIFAR, where the ``DataLoader`` augments too), else
+    the plain one."""
+    return "replib_aug" if find_item(items, model=model, variant="replib_aug") else "replib"
 
 
 def loop_ratios(items: list[dict]) -> list[dict]:
@@ -632,7 +645,7 @@ def loop_ratios(items: list[dict]) -> list[dict]:
         rep = _median(items, model=name, variant="replib")
         bare = _median(items, model=name, variant="bare")
         aug = _median(items, model=name, variant="replib_aug")
-        ref = "replib_aug" if aug is not None else "replib"
+        ref = reference_variant(items, name)
         w0 = _median(items, model=name, variant="dataloader_w0")
         w2 = _median(items, "median_wall_s", model=name, variant="dataloader_w2")
         ref_wall = _median(items, "median_wall_s", model=name, variant=ref)

@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import find_item, reference_variant  # benchmarks/bench.py, beside this file
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -252,20 +254,13 @@ class Factor:
         return "undecided (within noise)"
 
 
-def _item(items: list[dict], **match) -> dict | None:
-    for it in items:
-        if all(it.get(k) == v for k, v in match.items()):
-            return it
-    return None
-
-
 def setting_factors(items: list[dict], against: str, **match) -> list[Factor]:
     """The factor of the item ``variant=against`` (among ``items`` matching ``match``) against
     each DataLoader worker setting the items hold, each on that setting's own clock."""
-    ref = _item(items, variant=against, **match)
+    ref = find_item(items, variant=against, **match)
     out = []
     for setting in WORKER_SETTINGS:
-        dl = _item(items, variant=setting, **match)
+        dl = find_item(items, variant=setting, **match)
         if ref is None or dl is None:
             continue
         clock = dl.get("clock", "cpu")
@@ -305,8 +300,7 @@ def dataloader_factors(rec: dict) -> list[GoalFactors]:
     for r in rec.get("loops", {}).get("ratios", []):
         if r["model"] not in DATALOADER_GOAL_MODELS:
             continue
-        ref = "replib_aug" if _item(items, model=r["model"], variant="replib_aug") else "replib"
-        fit = setting_factors(items, ref, model=r["model"])
+        fit = setting_factors(items, reference_variant(items, r["model"]), model=r["model"])
         bare = setting_factors(items, "bare", model=r["model"])
         if fit and bare:
             out.append(GoalFactors(r["model"], faster_setting(fit), faster_setting(bare),
