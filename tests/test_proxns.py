@@ -270,6 +270,15 @@ def test_steps_vs_paper_states_the_steps_and_their_share_of_the_papers() -> None
         "125,120 SGD steps (100.00% of the paper's)")
 
 
+def test_slow_epochs_flags_epochs_over_three_medians() -> None:
+    times = [96.0, 90.0, 742.0, 100.0, 288.0]  # median 100: 742 > 300, 288 is not
+    rec = {"history": [{"epoch": i + 1, "epoch_time_s": t} for i, t in enumerate(times)]}
+    assert proxns.slow_epochs(rec) == ([(3, 742.0)], 100.0)
+    assert proxns.slow_epochs(rec, factor=2.5) == ([(3, 742.0), (5, 288.0)], 100.0)
+    slow, med = proxns.slow_epochs({"history": []})
+    assert slow == [] and math.isnan(med)
+
+
 def _tiny_split(n: int = 40) -> data.Split:
     g = torch.Generator().manual_seed(0)
     info = data.check_name("cifar10")

@@ -23,6 +23,7 @@ import copy
 import logging
 import math
 import re
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -915,6 +916,23 @@ def run_length(rec: Mapping) -> str:
     the count :func:`train_steps` uses)."""
     epochs, _ = _epochs_and_hparams(rec)
     return f"{epochs} epochs, {train_images(rec):,} images"
+
+
+PAUSE_FACTOR = 3.0  # an epoch this many times the run's median epoch time held a pause
+
+
+def slow_epochs(rec: Mapping, factor: float = PAUSE_FACTOR
+                ) -> tuple[list[tuple[int, float]], float]:
+    """The epochs of a record's history that took more than ``factor`` times its median epoch
+    time, as ``(epoch, seconds)``, and that median: on a shared machine such an epoch most
+    likely waited for another job, and it makes the record's mean ``epoch_time_s`` longer
+    than the run's typical epoch."""
+    times = [(h["epoch"], h["epoch_time_s"]) for h in rec.get("history", [])
+             if h.get("epoch_time_s") is not None]
+    if not times:
+        return [], float("nan")
+    med = statistics.median(t for _, t in times)
+    return [(e, t) for e, t in times if t > factor * med], med
 
 
 def table3_rows(records: Mapping[str, Mapping], budget: str,
