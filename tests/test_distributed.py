@@ -214,7 +214,8 @@ def test_plan_lists_runs_without_training_and_reproduce_plans_in_waves(tmp_path,
 
     monkeypatch.setattr(plan_mod, "plan", spy)
     monkeypatch.setenv("REPLIB_ROOT", str(tmp_path))
-    rc = reproduce.main(["--budget", "smoke", str(waves), str(bad)])
+    # (at cpu: reproduce refuses to render at smoke; these runs cost the same at any budget)
+    rc = reproduce.main(["--budget", "cpu", str(waves), str(bad)])
     assert rc == 1  # the bad notebook is not rendered
     first, second = plans  # two waves, then the plan was complete
     assert len(first.missing) == 1 + 1  # default lrs=[0.1]: one first run + the independent

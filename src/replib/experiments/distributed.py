@@ -23,7 +23,13 @@ Guarantees:
   ``max_retries`` times; the task resumes from its last epoch checkpoint
   (:func:`replib.train.fit` checkpoints every epoch into ``REPLIB_CHECKPOINTS``, which on a
   cluster must be storage every node sees). The record's provenance then says
-  ``resumed_from_checkpoint: true``.
+  ``resumed_from_checkpoint: true``. A run's checkpoints are deleted by the driver only
+  after its record is written, so a finished run whose record could not be written (or was
+  never fetched: the driver was killed) resumes from its last epoch instead of starting over.
+* **A corrupt record is a failure of its run, not of the sweep.** A record file that exists
+  but cannot be read is not counted as done; the run is reported in
+  :attr:`SweepResult.failures` (``kind="record"``) naming the file, which is never
+  overwritten: delete it and sweep again.
 * **A run that fails for its own reasons** (a bad parameter, a NaN loss:
   :class:`replib.train.NonFiniteLossError`) is not retried; it is reported with its spec and
   error in :attr:`SweepResult.failures`, leaves no record, and does not stop the other runs.
@@ -33,7 +39,8 @@ Guarantees:
 The driver's ``REPLIB_*`` environment variables (data, checkpoint and results folders,
 offline mode, threads) are set in every task, so a task sees the paths the driver sees; on a
 cluster whose nodes mount shared storage elsewhere, set them on the nodes and pass
-``forward_env=()``.
+``forward_env=()`` (the driver then deletes a finished run's checkpoints only where it sees
+them: ``checkpoint_dir`` under its own ``REPLIB_CHECKPOINTS``).
 
 A local Ray instance is started without its dashboard; Ray's usage statistics are off unless
 ``RAY_USAGE_STATS_ENABLED`` says otherwise (the book is built offline).
@@ -59,7 +66,7 @@ from typing import Any
 
 from .runner import Record, execute, lookup
 from .spec import RunSpec
-from .store import _jsonable, checkpoint_dir, record_path
+from .store import RecordCorruptError, _jsonable, checkpoint_dir, read_record, record_path
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +88,8 @@ def gpu_fraction(spec: RunSpec) -> float:
 @dataclass
 class Failure:
     """A run that left no record: its spec, the error, and whether the run itself raised
-    (``kind="task"``) or its worker/node was lost more often than ``max_retries`` allows
-    (``kind="system"``)."""
+    (``kind="task"``), its worker/node was lost more often than ``max_retries`` allows
+    (``kind="system"``), or its record file exists but is corrupt (``kind="record"``)."""
 
     spec: RunSpec
     error: str
@@ -162,21 +169,20 @@ def _import_task_modules(modules: Iterable[str]) -> None:
         importlib.import_module(m)
 
 
-def execute_one(spec: RunSpec, *, task_modules: Sequence[str] = (),
-                keep_checkpoints: bool = False, device=None) -> Record:
+def execute_one(spec: RunSpec, *, task_modules: Sequence[str] = (), device=None) -> Record:
     """Execute ``spec`` (resuming from its checkpoint when one exists) and return its record,
-    without writing it. This is what a worker runs."""
+    without writing it. This is what a worker runs. The checkpoints stay: the driver deletes
+    them once the record is written (:func:`_store`), so a record that cannot be written
+    leaves the run resumable."""
     _import_task_modules(task_modules)
     resumed = checkpoint_exists(spec)
     rec = execute(spec, device)
     rec["provenance"]["resumed_from_checkpoint"] = resumed
-    if not keep_checkpoints:
-        shutil.rmtree(checkpoint_dir(spec), ignore_errors=True)
     return rec
 
 
 def _ray_task(spec_json: dict, env: dict[str, str], task_modules: Sequence[str],
-              keep_checkpoints: bool, threads: int) -> dict:
+              threads: int) -> dict:
     """The body of a Ray task: set the driver's REPLIB_* variables, run, label the node."""
     import ray
 
@@ -187,8 +193,7 @@ def _ray_task(spec_json: dict, env: dict[str, str], task_modules: Sequence[str],
     saved = {k: os.environ.get(k) for k in changed}
     os.environ.update(changed)
     try:
-        rec = execute_one(RunSpec.from_json(spec_json), task_modules=task_modules,
-                          keep_checkpoints=keep_checkpoints)
+        rec = execute_one(RunSpec.from_json(spec_json), task_modules=task_modules)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -293,10 +298,16 @@ def run_many(
     result = SweepResult()
     todo = []
     for s in unique.values():
-        if record_path(s).exists():
-            result.skipped.append(s.run_id)
-        else:
+        path = record_path(s)
+        if not path.exists():
             todo.append(s)
+            continue
+        try:
+            read_record(path)
+        except RecordCorruptError as exc:
+            result.failures.append(_corrupt(s, exc))
+        else:
+            result.skipped.append(s.run_id)
     if result.skipped:
         log.info("%d of %d runs already recorded", len(result.skipped), len(unique))
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -327,14 +338,30 @@ def _ray_initialized() -> bool:
     return ray is not None and ray.is_initialized()
 
 
-def _store(spec: RunSpec, rec: Mapping[str, Any], result: SweepResult, node: str) -> None:
+def _corrupt(spec: RunSpec, exc: RecordCorruptError) -> Failure:
+    return Failure(spec, f"{type(exc).__name__}: {exc} (run_many never overwrites a record: "
+                   "delete the file, then run the sweep again)", "record")
+
+
+def _store(spec: RunSpec, rec: Mapping[str, Any], result: SweepResult, node: str,
+           keep_checkpoints: bool) -> bool:
+    """Write the record of a finished run, then delete its checkpoints (never before: a run
+    whose record could not be written must stay resumable). Returns False, with the run in
+    ``result.failures``, when a corrupt record file holds its place."""
     if write_record_once(spec, rec):
         result.records[spec.run_id] = Record(rec)
     else:  # another driver recorded it first: keep that one, whole
         log.warning("%s was recorded meanwhile by another driver; keeping that record",
                     spec.run_id)
-        result.records[spec.run_id] = lookup(spec)
+        try:
+            result.records[spec.run_id] = lookup(spec)
+        except RecordCorruptError as exc:
+            result.failures.append(_corrupt(spec, exc))
+            return False
     result.nodes[spec.run_id] = node
+    if not keep_checkpoints:
+        shutil.rmtree(checkpoint_dir(spec), ignore_errors=True)
+    return True
 
 
 def _run_serial(todo: list[RunSpec], result: SweepResult, *, keep_checkpoints: bool,
@@ -346,15 +373,14 @@ def _run_serial(todo: list[RunSpec], result: SweepResult, *, keep_checkpoints: b
         for spec in todo:
             bar.set_running(1)
             try:
-                rec = execute_one(spec, task_modules=task_modules,
-                                  keep_checkpoints=keep_checkpoints)
+                rec = execute_one(spec, task_modules=task_modules)
             except Exception as exc:  # the run's own failure: report it, go on
                 result.failures.append(Failure(spec, f"{type(exc).__name__}: {exc}", "task",
                                                traceback.format_exc()))
                 bar.finish(False)
                 continue
-            _store(spec, rec, result, rec["provenance"].get("host", ""))
-            bar.finish(True)
+            bar.finish(_store(spec, rec, result, rec["provenance"].get("host", ""),
+                              keep_checkpoints))
     finally:
         bar.close()
 
@@ -414,7 +440,7 @@ def _run_ray(todo: list[RunSpec], result: SweepResult, *, workers: int, address:
             if res:
                 opts["resources"] = dict(res)
             ref = remote.options(**opts).remote(spec.to_json(), env, tuple(task_modules),
-                                                keep_checkpoints, max(1, int(cpus)))
+                                                max(1, int(cpus)))
             pending[ref] = spec
             asks[spec.run_id] = (cpus, gpus)
         last_poll = 0.0
@@ -436,8 +462,9 @@ def _run_ray(todo: list[RunSpec], result: SweepResult, *, workers: int, address:
                             spec, f"{type(exc).__name__}: {exc}", "system", str(exc)))
                         bar.finish(False)
                         continue
-                    _store(spec, rec, result, rec["provenance"].get("ray_node_id", ""))
-                    bar.finish(True)
+                    bar.finish(_store(spec, rec, result,
+                                      rec["provenance"].get("ray_node_id", ""),
+                                      keep_checkpoints))
                 if pending and time.time() - last_poll > 2.0:
                     last_poll = time.time()
                     bar.set_running(_estimate_running(ray, pending, asks))

@@ -22,7 +22,8 @@ planned in *waves*: plan, execute the missing runs (:func:`.distributed.run_many
 A notebook may tag cells ``specs``: planning then stops after the last such cell (useful when
 the cells after the runs are slow and build no further specs). Without the tag every code cell
 is tried. A cell that raises for another reason before any result was pending is a real error
-of the notebook (a bad parameter value, say) and is reported in :attr:`NotebookPlan.error`.
+of the notebook (a bad parameter value, say) and is reported in :attr:`NotebookPlan.error`;
+so is a corrupt record file (:class:`.store.RecordCorruptError`), whatever ran before it.
 
 Limits: runs made by calling a task or :func:`~.runner.execute` directly, not through
 ``run``, are invisible to the plan (they execute when papermill renders the notebook, as
@@ -45,6 +46,7 @@ from typing import Any
 from .budgets import check_budget
 from .runner import Record
 from .spec import RunSpec
+from .store import RecordCorruptError
 
 SPECS_TAG = "specs"
 
@@ -281,9 +283,11 @@ def _plan_one(shell, collector: _Collector, path: Path, params: Mapping[str, Any
         err = res.error_before_exec or res.error_in_exec
         if err is None:
             continue
-        if isinstance(err, PlanPending) or collector.missing:
+        if isinstance(err, PlanPending) or (collector.missing
+                                            and not isinstance(err, RecordCorruptError)):
             # the cell needed a result that does not exist yet (directly, or through a
-            # placeholder that pandas & co. read without our accessors): try the next cells
+            # placeholder that pandas & co. read without our accessors): try the next cells.
+            # A corrupt record is a real error, never a wait: no wave would ever fix it
             result.blocked_cells.append(i)
             continue
         result.error = f"cell {i}: {type(err).__name__}: {err}"

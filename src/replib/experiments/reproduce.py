@@ -8,7 +8,13 @@
    depend on earlier results are planned again after each wave until their plans are complete.
 3. **Render**: each source ``notebooks/<paper>/<name>.ipynb`` is executed with
    ``-p budget <budget>`` into ``book/<paper>/<name>.ipynb``; its runs are loaded from their
-   records (any run the plan could not see is trained there, as before).
+   records (any run the plan could not see is trained there, as before). papermill writes
+   into a temporary file beside it, which replaces the book's notebook only when the whole
+   notebook ran: a failed or interrupted render leaves the committed notebook as it was.
+
+The ``smoke`` budget is refused unless nothing is rendered (``--plan-only``,
+``--no-render``): its notebooks would replace the book's with meaningless numbers. Smoke
+is for nbval and CI (``make test``), which execute the notebooks without writing to ``book/``.
 
 A notebook whose plan fails (a bad parameter, say) or one of whose runs failed is not
 rendered; both are listed at the end and the exit status is 1.
@@ -21,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
+import uuid
 from pathlib import Path
 
 from .. import repo_root
-from .budgets import check_budget
+from .budgets import BUDGETS
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +45,21 @@ def output_path(notebook: Path) -> Path:
 
 
 def execute_notebook(notebook: Path, budget: str, parameters: dict | None = None) -> Path:
+    """Render ``notebook`` at ``budget`` onto :func:`output_path`. papermill saves its output
+    at the start and on an error, so it writes into a temporary file in the same folder, which
+    replaces the output only when the notebook ran to the end (and is removed otherwise)."""
     import papermill
 
     out = output_path(notebook)
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.ipynb")
     params = {"budget": budget, **(parameters or {})}
-    papermill.execute_notebook(str(notebook), str(out), parameters=params,
-                               cwd=str(Path(notebook).resolve().parent), progress_bar=False)
+    try:
+        papermill.execute_notebook(str(notebook), str(tmp), parameters=params,
+                                   cwd=str(Path(notebook).resolve().parent), progress_bar=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -88,20 +104,37 @@ def execute_runs(notebooks: list[Path], budget: str, *, workers: int = 1,
     return problems, set(failed)
 
 
+def _number(kind: type, low: float, strict: bool):
+    """An argparse ``type``: a finite ``kind`` (int or float) > ``low`` (``strict``) or >=."""
+    what = f"{'an integer' if kind is int else 'a number'} {'>' if strict else '>='} {low:g}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {what}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget", required=True)
-    ap.add_argument("--workers", type=int, default=1,
+    ap.add_argument("--budget", required=True, choices=BUDGETS,
+                    help="smoke only with --plan-only or --no-render (see above)")
+    ap.add_argument("--workers", type=_number(int, 1, False), default=1,
                     help="task slots of a local Ray instance (1: serial, no Ray)")
     ap.add_argument("--address", default=None,
                     help="an existing Ray cluster (default: $RAY_ADDRESS)")
-    ap.add_argument("--max-retries", type=int, default=2,
+    ap.add_argument("--max-retries", type=_number(int, 0, False), default=2,
                     help="resubmissions of a run whose worker or node died")
-    ap.add_argument("--cpus-per-run", type=float, default=None,
+    ap.add_argument("--cpus-per-run", type=_number(float, 0, True), default=None,
                     help="CPUs each Ray task asks for (default: 1 with a GPU or on a cluster, "
                          "else the local cores divided among the workers)")
-    ap.add_argument("--gpus-per-run", type=float, default=None,
+    ap.add_argument("--gpus-per-run", type=_number(float, 0, False), default=None,
                     help="share of a GPU each Ray task asks for (default: by network size)")
     ap.add_argument("--plan-only", action="store_true",
                     help="print the runs each notebook asks for and what is missing; run nothing")
@@ -109,11 +142,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="execute the runs but do not render the notebooks")
     ap.add_argument("notebooks", nargs="+", type=Path)
     args = ap.parse_args(argv)
-    check_budget(args.budget)
-    if args.workers < 1:
-        ap.error(f"--workers={args.workers} must be >= 1")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.budget == "smoke" and not (args.plan_only or args.no_render):
+        ap.error("--budget smoke would replace the book's notebooks (book/) with smoke renders "
+                 "whose numbers are meaningless; smoke is for nbval and CI (make test). Render "
+                 "at cpu or paper, or add --plan-only or --no-render")
+    from .runner import env_threads
+
+    try:
+        env_threads()
+    except ValueError as exc:
+        ap.error(str(exc))
     notebooks = [Path(n).resolve() for n in args.notebooks]
+    absent = [str(n) for n in notebooks if not n.is_file()]
+    if absent:
+        ap.error(f"no such notebook(s): {absent}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     address = args.address or os.environ.get("RAY_ADDRESS") or None
 
     if args.plan_only:

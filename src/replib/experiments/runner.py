@@ -76,11 +76,27 @@ class Record(dict):
         return pd.DataFrame(self.history)
 
 
+def env_threads() -> int | None:
+    """``REPLIB_THREADS``: torch threads per run (None when unset or empty)."""
+    text = os.environ.get("REPLIB_THREADS", "").strip()
+    if not text:
+        return None
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"REPLIB_THREADS={text!r} must be an integer >= 1 (torch threads per "
+                         "run); set it to one, or unset it for torch's default")
+    return threads
+
+
 def execute(spec: RunSpec, device: torch.device | str | None = None) -> Record:
     """Run the task of ``spec`` and return its record, without writing it."""
     task = get_task(spec.task)
-    if os.environ.get("REPLIB_THREADS"):
-        torch.set_num_threads(int(os.environ["REPLIB_THREADS"]))
+    threads = env_threads()
+    if threads:
+        torch.set_num_threads(threads)
     flush_denormals()
     device = torch.device(device) if device is not None else default_device()
     ctx = RunContext(spec, device, checkpoint_dir(spec))

@@ -22,7 +22,15 @@ PAPERS = ("acnn", "lottery", "irda", "l0", "proxns", "compare")
 NONNEGATIVE = {
     "lr", "lam", "lambda", "lam_l1", "lam_l2", "alpha", "alpha_l0", "alpha_l2", "beta", "gamma",
     "eps", "weight_decay", "momentum", "s", "threshold", "rate", "scale", "dropout", "rewind_iter",
+    # sizes and counts (images, epochs, rounds, steps...): 0 means none, or all where the task
+    # says so (``train_subset=0``: the whole split)
+    "train_subset", "val_size", "test_subset", "finetune_subset", "reward_val_n", "n_train",
+    "n_per_digit", "dense_epochs", "finetune_epochs", "retrain_epochs", "ft_epochs", "rounds",
+    "episodes", "warmup", "steps", "runs", "inner", "replay_per_layer", "k_sparse",
+    "fista_iters", "width",
 }
+# Hyperparameters that must be > 0 (a batch of no examples trains nothing).
+POSITIVE = {"batch_size", "dense_batch", "agent_batch", "eval_every", "decay_every", "threads"}
 
 
 @dataclass(frozen=True)
@@ -118,19 +126,29 @@ def _freeze(v: Any) -> Any:
 
 
 def _check_hparam(name: str, value: Any, default: Any) -> Any:
+    """``value`` checked against the type of ``default`` (a bool default takes only bools, an
+    int default only ints, a float default any number, made a float; a list default any
+    sequence but a string), and against ``NONNEGATIVE`` and ``POSITIVE``."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError(f"{name}={value!r} must be a bool")
         return value
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
+    if isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name}={value!r} must be a number")
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ValueError(f"{name}={value!r} must be an integer (write {name}="
+                             f"{int(value) if float(value).is_integer() else '...'})")
         if not math.isfinite(float(value)):
             raise ValueError(f"{name}={value!r} must be finite")
         if name in NONNEGATIVE and value < 0:
             raise ValueError(f"{name}={value!r} must be >= 0")
+        if name in POSITIVE and value <= 0:
+            raise ValueError(f"{name}={value!r} must be > 0")
         return float(value) if isinstance(default, float) else value
     if isinstance(default, (list, tuple)):
+        if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+            raise ValueError(f"{name}={value!r} must be a list (e.g. {list(default)!r})")
         return _freeze(list(value))
     if default is not None and not isinstance(value, type(default)):
         raise ValueError(f"{name}={value!r} must be of type {type(default).__name__}")

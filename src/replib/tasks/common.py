@@ -53,6 +53,8 @@ def load_splits(spec: RunSpec, ctx: RunContext) -> tuple[Split, Split | None, Sp
     if hp.get("val_size", 0):
         train, val = train_val_split(train, hp["val_size"], seed=0)
     n = hp.get("train_subset", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"train_subset={n!r} must be an integer >= 0 (0: the whole split)")
     if n:
         g = torch.Generator().manual_seed(1234)
         idx = torch.randperm(len(train), generator=g)[:n].to(train.labels.device)
