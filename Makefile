@@ -43,9 +43,14 @@ unit: venv
 	$(BIN)/python -m pytest -q -m ray tests
 
 nbval: venv
-	# smoke records and checkpoints are thrown away first so every code path really runs
-	rm -rf data/results/smoke data/checkpoints/smoke
-	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+	# smoke records and checkpoints are thrown away first so every code path really runs.
+	# Checkpoint folders are named by run id or hash, not by budget (acnn's cached dense
+	# networks, per-run folders), so nbval keeps all of its checkpoints under a folder of their
+	# own (REPLIB_CHECKPOINTS) and removes it whole; the cpu/paper ones are never touched.
+	# data/checkpoints/*/trained/smoke: l0's trained smoke networks of other smoke runs.
+	rm -rf data/results/smoke data/checkpoints/smoke data/checkpoints/*/trained/smoke
+	REPLIB_CHECKPOINTS=$(CURDIR)/data/checkpoints/smoke \
+	  $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
 
 book: venv $(MATHJAX)
 	$(BIN)/python -m replib.experiments.scorecard book
@@ -66,4 +71,4 @@ bench: venv
 	$(BIN)/python benchmarks/bench.py
 
 clean:
-	rm -rf book/_build .cache data/results/smoke
+	rm -rf book/_build .cache data/results/smoke data/checkpoints/smoke

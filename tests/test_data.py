@@ -1,9 +1,12 @@
+import dataclasses
 import shutil
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
+import replib
 from replib import data
 
 
@@ -86,17 +89,53 @@ def test_manifest_copy_is_checked_warned_and_recorded(tmp_path, monkeypatch):
             data.load("cifar10", "test")
 
 
+@pytest.mark.parametrize("where", ["mnist", "imagenet"])
+def test_unreadable_manifest_is_a_corrupt_dataset_not_a_crash(tmp_path, monkeypatch, where):
+    monkeypatch.setenv("REPLIB_OFFLINE", "1")
+    info = data.check_name(where)
+    folder = tmp_path / info.folder
+    for f in info.files:  # wrong bytes (or empty class folders): only the manifest can vouch
+        if where == "imagenet":
+            (folder / f).mkdir(parents=True)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f).write_bytes(b"rebuilt")
+    manifest = folder / "MANIFEST.json"
+    manifest.write_text('{"sha256": {"truncated')
+    with pytest.raises(data.DatasetCorruptError, match="MANIFEST.json is not valid JSON") as err:
+        data.verify(where, tmp_path)
+    assert str(manifest) in str(err.value)
+    assert data.available(where, tmp_path) == (
+        False, f"data not available offline: {where} (DatasetCorruptError)")
+    manifest.write_text("[1, 2]")
+    with pytest.raises(data.DatasetCorruptError, match="not a JSON object"):
+        data.verify(where, tmp_path)
+
+
+def _numbered(split):
+    """``split`` with each image's position as its label, to follow images through a shuffle."""
+    return dataclasses.replace(split, labels=torch.arange(len(split)))
+
+
 def test_batches_are_deterministic_and_augmentation_crops_and_flips():
-    split = data.load("mnist", "test").subset(torch.arange(300))
+    split = _numbered(data.load("mnist", "test").subset(torch.arange(300)))
     a = [y for _, y in data.batches(split, 64, shuffle=True, seed=3)]
     b = [y for _, y in data.batches(split, 64, shuffle=True, seed=3)]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert sum(len(y) for y in a) == 300
-    img = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)
+    order, other = torch.cat(a), torch.cat([y for _, y in data.batches(split, 64, shuffle=True,
+                                                                           seed=4)])
+    assert sorted(order.tolist()) == sorted(other.tolist()) == list(range(300))
+    assert not torch.equal(order, other)  # another seed, another order
+    assert not torch.equal(order, torch.arange(300))  # shuffled at all
+    n = 16
+    img = torch.arange(n * 1 * 4 * 4, dtype=torch.uint8).view(n, 1, 4, 4)  # none symmetric
     g = torch.Generator().manual_seed(0)
     out = data.augment(img, pad=0, flip=True, generator=g)
-    for i in range(2):  # each image is either unchanged or mirrored
-        assert torch.equal(out[i], img[i]) or torch.equal(out[i], img[i].flip(2))
+    mirrored = [torch.equal(out[i], img[i].flip(2)) for i in range(n)]
+    for i in range(n):  # each image is either unchanged or mirrored
+        assert torch.equal(out[i], img[i]) or mirrored[i]
+    assert 0 < sum(mirrored) < n  # a coin per image: some mirrored, some not
     cropped = data.augment(img, pad=1, flip=False, generator=g)
     assert cropped.shape == img.shape
     # every crop of a zero-padded image is a shifted window: its nonzero values are a subset
@@ -104,8 +143,35 @@ def test_batches_are_deterministic_and_augmentation_crops_and_flips():
 
 
 def test_train_val_split_is_disjoint_and_sized():
-    split = data.load("mnist", "test")
+    split = _numbered(data.load("mnist", "test"))
     tr, va = data.train_val_split(split, 1000, seed=0)
     assert len(tr) == 9000 and len(va) == 1000
+    train_ids, val_ids = set(tr.labels.tolist()), set(va.labels.tolist())
+    assert len(train_ids) == 9000 and len(val_ids) == 1000  # no image twice
+    assert not train_ids & val_ids  # disjoint
+    assert train_ids | val_ids == set(range(10000))  # and together the whole split
+    assert torch.equal(va.images, split.images[va.labels])  # images travel with their labels
+    other = set(data.train_val_split(split, 1000, seed=1)[1].labels.tolist())
+    assert other != val_ids
     with pytest.raises(ValueError, match="val_size"):
         data.train_val_split(split, 0)
+
+
+def test_repo_root_is_the_checkout_or_a_clear_error(tmp_path, monkeypatch):
+    checkout = replib.repo_root()
+    assert (checkout / "pyproject.toml").is_file() and (checkout / "data" / "claims").is_dir()
+    # a non-editable install: the package lives in site-packages, far from any checkout
+    monkeypatch.delenv("REPLIB_ROOT", raising=False)
+    monkeypatch.setattr(replib, "__file__",
+                        str(tmp_path / "lib" / "site-packages" / "replib" / "__init__.py"))
+    monkeypatch.chdir(checkout / "notebooks" / "l0")  # where papermill runs a notebook
+    assert replib.repo_root() == checkout
+    stray = tmp_path / "notebooks" / "l0"
+    (stray / "data").mkdir(parents=True)  # a data/ alone does not make a checkout
+    monkeypatch.chdir(stray)
+    with pytest.raises(replib.RepoRootNotFoundError, match="set REPLIB_ROOT") as err:
+        replib.repo_root()
+    assert isinstance(err.value, RuntimeError) and str(stray) in str(err.value)
+    monkeypatch.setenv("REPLIB_ROOT", str(checkout))
+    assert replib.repo_root() == checkout
+    assert Path.cwd() == stray

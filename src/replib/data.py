@@ -304,7 +304,7 @@ def verify(name: str, root: Path | None = None, download: bool = True) -> dict:
             f"dataset {name!r}: file {folder / f} ({size} bytes) has md5 {h}, expected "
             f"{info.md5[f]} (truncated or corrupt); delete it to download again"
         )
-    manifest = json.loads(manifest_path.read_text())
+    manifest = _read_manifest(manifest_path)
     sums = manifest.get("sha256", {})
     for f in info.files:
         if f not in sums:
@@ -322,6 +322,21 @@ def verify(name: str, root: Path | None = None, download: bool = True) -> dict:
     )
     return {"dataset": name, "root": str(root), "copy": "manifest", "check": "sha256",
             "test_images": manifest.get("test_images"), "exactness": manifest.get("exactness")}
+
+
+def _read_manifest(path: Path) -> dict:
+    """A rebuilt copy's ``MANIFEST.json``; :class:`DatasetCorruptError` when it is unreadable."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetCorruptError(
+            f"{path} is not valid JSON ({exc}); restore it from the source of this rebuilt "
+            f"copy, or replace the copy with the official files"
+        ) from exc
+    if not isinstance(manifest, dict):
+        raise DatasetCorruptError(f"{path} holds a {type(manifest).__name__}, not a JSON "
+                                  f"object; restore it from the source of this rebuilt copy")
+    return manifest
 
 
 def _image_folder(split_dir: Path) -> tuple[list[str], list[str]]:
@@ -352,7 +367,7 @@ def _verify_image_folder(info: DatasetInfo, root: Path
             f"folders). ImageNet cannot be downloaded automatically: its licence asks for a "
             f"login at image-net.org.")
     manifest_path = folder / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    manifest = _read_manifest(manifest_path) if manifest_path.exists() else None
     expected = manifest.get("counts", IMAGENET_COUNTS) if manifest else IMAGENET_COUNTS
     listings = {d: _image_folder(folder / d) for d in info.files}
     classes = {d: cls for d, (cls, _) in listings.items()}

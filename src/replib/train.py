@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from collections.abc import Callable
@@ -39,6 +40,14 @@ EpochMetrics = Callable[[nn.Module], dict[str, float]]
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint file exists but cannot be read back (truncated or corrupt)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a run with other settings than the one resuming it."""
 
 
 def seed_everything(seed: int) -> None:
@@ -65,7 +74,10 @@ def _progress_enabled() -> bool | None:
 def _atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the checkpoint
     os.replace(tmp, path)
 
 
@@ -85,6 +97,51 @@ def _set_rng_state(state: dict) -> None:
 
 def checkpoint_path(ckpt_dir: Path | str) -> Path:
     return Path(ckpt_dir) / "last.pt"
+
+
+_CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "extra", "history", "rng")
+
+
+def _load_checkpoint(ckpt: Path, device: torch.device, run: dict[str, Any],
+                     scheduler: bool) -> dict:
+    """Read ``ckpt`` and check that it belongs to the run described by ``run`` (the settings
+    :func:`fit` stores with every checkpoint): the same settings, and no more epochs. Fewer
+    epochs continue a shorter run, but only without a ``scheduler`` (its state, e.g. the
+    milestones, would come from the shorter run). Checkpoints written before those settings
+    were stored are accepted unless they hold more epochs than ``run["epochs"]``."""
+    try:
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as exc:
+        raise CheckpointCorruptError(
+            f"checkpoint {ckpt} cannot be read ({type(exc).__name__}: {exc}); it is truncated "
+            f"or corrupt: delete it to restart that run from its first epoch"
+        ) from exc
+    missing = ([k for k in _CHECKPOINT_KEYS if k not in state] if isinstance(state, dict)
+               else list(_CHECKPOINT_KEYS))
+    if missing:
+        raise CheckpointCorruptError(
+            f"checkpoint {ckpt} is not a training checkpoint of replib.train.fit (it lacks "
+            f"{missing}): delete it to restart that run from its first epoch"
+        )
+    stored = state.get("run") or {}
+    differ = {k: (v, run.get(k)) for k, v in stored.items() if k != "epochs" and v != run.get(k)}
+    if "epochs" not in stored:  # written before the settings were stored
+        if state["epoch"] + 1 > run["epochs"]:
+            differ["epochs (finished)"] = (state["epoch"] + 1, run["epochs"])
+    elif stored["epochs"] > run["epochs"]:
+        differ["epochs"] = (stored["epochs"], run["epochs"])
+    elif stored["epochs"] < run["epochs"] and scheduler:
+        differ["epochs (with a scheduler)"] = (stored["epochs"], run["epochs"])
+    if differ:
+        what = ", ".join(f"{k}={old!r} there but {new!r} here" for k, (old, new) in differ.items())
+        raise CheckpointMismatchError(
+            f"checkpoint {ckpt} was written by a run with other settings ({what}); delete it "
+            f"(or rerun with rerun=True) to train from scratch, or call fit with that run's "
+            f"settings to resume it"
+        )
+    return state
 
 
 def flush_denormals() -> bool:
@@ -155,6 +212,7 @@ def fit(
     flip: bool = False,
     seed: int = 0,
     ckpt_dir: Path | str | None = None,
+    ckpt_key: str | None = None,
     device: torch.device | str | None = None,
     channels_last: bool | None = None,
     amp: bool | None = None,
@@ -167,6 +225,13 @@ def fit(
     after every optimizer step (projections, proximal steps on extra variables);
     ``epoch_metrics(model)`` adds columns (e.g. sparsity) to the history. ``extra_state``
     holds objects with ``state_dict``/``load_state_dict`` that are checkpointed too.
+
+    A checkpoint in ``ckpt_dir`` is resumed only if it was written with the same
+    ``batch_size``, ``seed``, training-set size and ``ckpt_key`` (an optional string naming
+    everything else the caller wants checked, e.g. a hash of its hyper-parameters), for at
+    most ``epochs`` epochs (a second call with more epochs continues a finished run, but only
+    without a ``scheduler``); otherwise :class:`CheckpointMismatchError`. An unreadable one
+    raises :class:`CheckpointCorruptError`.
     """
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be >= 1")
@@ -185,8 +250,10 @@ def fit(
     history: list[dict[str, float]] = []
     start_epoch = 0
     ckpt = checkpoint_path(ckpt_dir) if ckpt_dir is not None else None
+    run = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "train_size": len(train),
+           "key": ckpt_key}
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = _load_checkpoint(ckpt, device, run, scheduler is not None)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler") is not None:
@@ -257,6 +324,7 @@ def fit(
                     "extra": {k: v.state_dict() for k, v in extra_state.items()},
                     "history": history,
                     "rng": _rng_state(),
+                    "run": run,
                 },
                 ckpt,
             )
