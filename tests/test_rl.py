@@ -175,6 +175,28 @@ def test_truncated_normal_stays_in_bounds():
     assert truncated_normal(-50.0, 0.01, 0.0, 1.0, rng) == 0.0
 
 
+def test_truncated_normal_has_the_truncated_mean_not_the_clipped_one():
+    """Proper truncation (inverse CDF), not clipping: at mu = 0.95, sigma = 0.5 on [0, 1] the
+    truncated mean is 0.626 while clipping N(0.95, 0.5^2) to [0, 1] has mean 0.780."""
+    from statistics import NormalDist
+
+    mu, sigma, lo, hi, n = 0.95, 0.5, 0.0, 1.0, 4000
+    std = NormalDist()
+    a, b = (lo - mu) / sigma, (hi - mu) / sigma
+    z = std.cdf(b) - std.cdf(a)
+    truncated_mean = mu + sigma * (std.pdf(a) - std.pdf(b)) / z
+    # E[clip(X, lo, hi)] = lo P(X < lo) + hi P(X > hi) + the mass inside times its mean
+    clipped_mean = lo * std.cdf(a) + hi * (1 - std.cdf(b)) + z * truncated_mean
+    truncated_sd = sigma * math.sqrt(1 + (a * std.pdf(a) - b * std.pdf(b)) / z
+                                     - ((std.pdf(a) - std.pdf(b)) / z) ** 2)
+    tol = 5 * truncated_sd / math.sqrt(n)           # 5 standard errors of the sample mean
+    assert abs(clipped_mean - truncated_mean) > 4 * tol  # the test can tell the two apart
+    rng = np.random.default_rng(0)
+    draws = np.array([truncated_normal(mu, sigma, lo, hi, rng) for _ in range(n)])
+    assert abs(draws.mean() - truncated_mean) < tol
+    assert (draws == hi).mean() < 0.01             # no atom at the bound (clipping puts 46% there)
+
+
 def test_replay_memory_is_a_ring_buffer():
     mem = ReplayMemory(3, 2)
     for i in range(5):
@@ -219,6 +241,25 @@ def test_proximal_step_is_soft_threshold_after_adam():
     w_ref = ref.critic.fc2.weight.detach()
     expected = torch.sign(w_ref) * torch.clamp(w_ref.abs() - tau, min=0)
     assert torch.allclose(agent.critic.fc2.weight, expected, atol=1e-7)
+
+
+def test_actor_update_ascends_q():
+    """Eq. (8): one actor step moves mu(s) up the critic, Q(s, mu'(s)) > Q(s, mu(s)), with the
+    critic the actor step used (``update`` steps the critic first)."""
+    import copy
+
+    agent = DDPGAgent(4, 3, DDPGConfig(lam=0.0, batch_size=8), seed=0)
+    s = np.random.default_rng(1).random(4)
+    for a in (0.2, 0.5, 0.9, 0.4):  # one state: every sampled batch is the same
+        agent.observe(s, a, a, s, True)
+    actor_before = copy.deepcopy(agent.actor)
+    agent.update()
+    st = torch.as_tensor(s, dtype=torch.float32).unsqueeze(0)
+    with torch.no_grad():
+        q_before = float(agent.critic(st, actor_before(st)))
+        q_after = float(agent.critic(st, agent.actor(st)))
+        assert float(agent.actor(st)) != float(actor_before(st))
+    assert q_after > q_before
 
 
 def test_weight_sparsity_counts_matrices_only():
@@ -380,6 +421,16 @@ def test_table_claims_time_not_judged_and_notes_per_seed():
     assert "median 2.8" in notes["T1-mnist-ACNN-ncr"]
     assert "per seed 300-80-40, 1-1-1, 320-90-45" in notes["T1-mnist-ACNN-layers-in"]
     assert notes["T1-mnist-CGES-ncr"].startswith(f"one run at lambda {CGES_GRID['mnist'][1]:g}")
+    # NCR 1.9 against the paper's 2.87 (a factor 1.51 > 1.1): flagged; 2.7 (1.06): not
+    assert "compression not matched: its NCR 1.9 " in notes["T1-mnist-CGES-error"]
+    cges_near = [rec(0, [300, 90, 60], 2.7, 0.5, 0.0, CGES_GRID["mnist"][1], 0.0)]
+    _, notes_near = table_claims("mnist", {"CGES": cges_near, "AMC": amc, "ACNN": acnn})
+    assert "not matched" not in notes_near["T1-mnist-CGES-error"]
+    # ACNN's notes say that beta was chosen toward the paper's NCR (when the spec has them)
+    acnn_b = [{**r, "spec": {**r["spec"], "hparams": {"lam": 0.01, "beta": 2.0,
+                                                       "expect_ncr": 3.46}}} for r in acnn]
+    _, notes_b = table_claims("mnist", {"ACNN": acnn_b})
+    assert "E_ncr is the paper's NCR (3.46) and beta 2 " in notes_b["T1-mnist-ACNN-ncr"]
     assert "collapses" not in notes["T1-mnist-AMC-ncr"]
     # every claim id has a note, and every id is in the ledger
     assert set(values) == set(notes)
@@ -416,10 +467,16 @@ def test_table_claims_leaves_unjudged_where_mean_and_median_disagree():
     assert notes["T5-cifar10-ACNN-flops"].startswith("inconclusive: the mean over seeds")
     assert "0.1755" in notes["T5-cifar10-ACNN-flops"]
     assert "our true FLOPs (2 x MACs of the kept layers) 37" in notes["T5-cifar10-ACNN-flops"]
-    # agreeing seeds: judged on 100 / mean NCR
-    values, _ = table_claims("cifar10", {"ACNN": [acnn[0], acnn[2]]})
-    assert values["T5-cifar10-ACNN-flops"] == pytest.approx(100 / ((1.25 + 1.23) / 2))
-    assert "inconclusive" not in notes["T6-cifar10-ACNN-spa"]
+    # with the collapsed seed the Table 6 NCR (a copy of Table 5's) is unjudged too
+    assert values["T6-cifar10-ACNN-ncr"] is None
+    assert notes["T6-cifar10-ACNN-ncr"].startswith("inconclusive")
+    # agreeing seeds: judged on 100 / mean NCR, and no note says inconclusive
+    values2, notes2 = table_claims("cifar10", {"ACNN": [acnn[0], acnn[2]]})
+    assert values2["T5-cifar10-ACNN-flops"] == pytest.approx(100 / ((1.25 + 1.23) / 2))
+    for cid in ("T5-cifar10-ACNN-flops", "T5-cifar10-ACNN-ncr", "T6-cifar10-ACNN-ncr"):
+        assert values2[cid] is not None
+        assert "inconclusive" not in notes2[cid]
+    assert not [cid for cid, n in notes2.items() if n.startswith("inconclusive")]
 
 
 def test_flops_column_tolerance_follows_the_ncr_tolerance():
@@ -428,3 +485,198 @@ def test_flops_column_tolerance_follows_the_ncr_tolerance():
     # MNIST ACNN: NCR 3.46 +- 0.28 -> 100/3.18 - 100/3.46 = 2.55, plus |28 - 28.90| = 0.90
     assert flops_tolerance(28, 3.46, 0.28) == pytest.approx(3.4)
     assert flops_tolerance(100 / 2.0, 2.0, 0.2) == pytest.approx(5.6)
+
+
+# --------------------------------------------------------------------------- review fixes
+
+
+def _ncr_rec(seed, kept, ncr):
+    return {"spec": {"hparams": {"lam": 0.01}, "seed": seed, "epochs": 10},
+            "metrics": {"kept": kept, "layers": "-".join(map(str, kept)), "ncr": ncr,
+                        "error_pct": 1.0, "flops_pct": 10.0, "neurons_kept_pct": 100 / ncr,
+                        "search_cpu_s": 1.0, "agent_sparsity_pct": 30.0,
+                        "dense_test_acc": 0.58, "dense_flops": 8_409_088}}
+
+
+def test_method_table_inverse_ncr_is_the_ledgers_statistic():
+    """The table's "100/NCR % (ours)" is 100 / mean NCR, the value the FLOPs claim judges (not
+    the mean of the per-seed 100/NCR), with the per-seed range in brackets."""
+    from replib.tasks.acnn import fmt_inverse_ncr, method_table, table_measurements
+
+    recs = [_ncr_rec(0, [3072, 600, 430], 1.25), _ncr_rec(1, [1, 1, 1], 1706.67),
+            _ncr_rec(2, [3072, 650, 410], 1.23)]
+    ledger = table_measurements("cifar10", {"ACNN": recs})["T5-cifar10-ACNN-flops"]
+    table = method_table("cifar10", {"ACNN": recs})
+    cell = table.loc[table["method"] == "ACNN", "100/NCR % (ours)"].item()
+    assert cell == f"{ledger:.1f} [0.1, 81.3]" == "0.2 [0.1, 81.3]"
+    assert float(cell.split()[0]) != pytest.approx(sum(100 / r["metrics"]["ncr"] for r in recs)
+                                                   / 3, abs=0.1)  # the mean of 100/NCR: 53.7
+    assert fmt_inverse_ncr(recs[:1]) == "80.0"
+
+
+def test_check_acnn_lambda_raises_on_a_mismatch():
+    from replib.tasks.acnn import ACNN_LAMBDA, check_acnn_lambda
+
+    assert check_acnn_lambda(ACNN_LAMBDA) == ACNN_LAMBDA
+    assert check_acnn_lambda(float("0.01")) == 0.01
+    with pytest.raises(ValueError, match="ACNN_LAMBDA"):
+        check_acnn_lambda(0.1)
+    with pytest.raises(ValueError, match="ACNN_LAMBDA"):
+        check_acnn_lambda(0.0)
+
+
+def test_shared_weight_sparsity_equals_the_replaced_linear_sums():
+    """acnn's CGES epoch metric and baseline weight_sparsity_pct now call rl.ddpg's counts:
+    exactly the numbers of the replaced sums over the nn.Linear weights."""
+    from replib.models import MLP
+    from replib.rl import weight_zero_counts
+
+    torch.manual_seed(0)
+    model = MLP((12, 7, 5, 3))
+    with torch.no_grad():
+        for lin in model.hidden_layers():
+            lin.weight[torch.rand_like(lin.weight) < 0.37] = 0.0
+        model.hidden_layers()[0].bias.zero_()  # biases are not counted by either
+    ws = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    old_fraction = sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+    old_pct = 100.0 * sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+    zeros, total = weight_zero_counts(model)
+    assert weight_sparsity(model) == old_fraction
+    assert 100.0 * zeros / total == old_pct
+    assert 0 < old_fraction < 1
+
+
+def test_env_ncr_is_metrics_neuron_compression_rate(net_and_data):
+    from replib.metrics import neuron_compression_rate
+
+    env = make_env(net_and_data)
+    env.reset()
+    assert env.ncr() == 1.0
+    for a in (0.7, 0.3, 0.55):
+        env.step([a])
+        assert env.ncr() == env.total_neurons / sum(env.full_counts())  # the replaced formula
+        assert env.ncr() == neuron_compression_rate(env.net.sizes, env.full_counts())
+
+
+def test_option_checks_are_one_implementation(net_and_data):
+    """The reward, the environment and the task reject a bad reading with the same message."""
+    from replib.tasks.acnn import _check_choices
+
+    messages = []
+    for call in (lambda: acnn_reward(0.9, 2.0, 1.0, 0.98, 3.46, reading="other"),
+                 lambda: make_env(net_and_data, reading="other"),
+                 lambda: _check_choices({"reading": "other"})):
+        with pytest.raises(ValueError) as err:
+            call()
+        messages.append(str(err.value))
+    assert len(set(messages)) == 1 and "allowed values: ['sensible', 'printed']" in messages[0]
+    with pytest.raises(ValueError, match="p_reading"):
+        _check_choices({"p_reading": "moved"})
+    with pytest.raises(ValueError, match="expect_acc"):
+        make_env(net_and_data, expect_ncr=0.0)
+    with pytest.raises(ValueError, match="expect_acc"):
+        acnn_reward(0.9, 2.0, 1.0, 0.0, 3.46)
+
+
+def test_env_cumulative_p_counts_unpruned_input_layer(net_and_data):
+    """p_reading="cumulative" with include_inputs=False: fc1's parameters (784 x 300 + 300) are
+    below the first hidden layer, so p is not 0 there."""
+    env = make_env(net_and_data, p_reading="cumulative", include_inputs=False)
+    obs, _ = env.reset()
+    assert obs[2] == pytest.approx(235_500 / 266_610)
+    obs, *_ = env.step([0.5])
+    assert obs[2] == pytest.approx((235_500 + 30_100) / 266_610)
+    # with the inputs pruned too the first state is p = 0 (nothing below the input features)
+    obs, _ = make_env(net_and_data, p_reading="cumulative").reset()
+    assert obs[2] == 0.0
+
+
+def test_acnn_task_rejects_negative_sizes():
+    """A negative reward_val_n would keep all but the last |n| images (``images[:-n]``).
+    make_spec already rejects negative sizes; the task (and flat_inputs) check again for specs
+    that reach it another way, and val_size <= 0 too, before any data is loaded (ctx=None is
+    never touched)."""
+    from types import SimpleNamespace
+
+    from replib.data import Split
+    from replib.tasks import acnn as A
+
+    with pytest.raises(ValueError, match="reward_val_n"):
+        A.search_spec("mnist", "smoke", lam=0.01, beta=1.0, reward_val_n=-5)
+    for over in (dict(reward_val_n=-5), dict(val_size=0), dict(train_subset=-1),
+                 dict(test_subset=-2)):
+        spec = SimpleNamespace(hp={**A.SEARCH_DEFAULTS, **over}, dataset="mnist",
+                               model="lenet300", seed=0, epochs=1, budget="smoke")
+        with pytest.raises(ValueError, match=next(iter(over))):
+            A.acnn_search(spec, None)
+        spec.hp = {**A.CGES_DEFAULTS, **over}
+        if "reward_val_n" not in over:  # the baselines share load_data's checks
+            with pytest.raises(ValueError, match=next(iter(over))):
+                A.acnn_cges(spec, None)
+    with pytest.raises(ValueError, match="n=-3"):
+        A.flat_inputs(Split.__new__(Split), -3)
+
+
+def _search_rec(returns, losses, warmup=2, beta=1.0, ncr=2.0, err=1.0, run_id="r"):
+    hist = [{"episode": i + 1, "return": r, "critic_loss": None if i < warmup else loss}
+            for i, (r, loss) in enumerate(zip(returns, losses))]
+    return {"run_id": run_id, "history": hist,
+            "spec": {"hparams": {"warmup": warmup, "beta": beta}},
+            "metrics": {"ncr": ncr, "error_pct": err}}
+
+
+def test_settle_episode_and_critic_loss_blocks_closed_form():
+    from replib.tasks.acnn import critic_loss_blocks, settle_episode
+
+    # window 1: the return is within 2% of its final 1.0 from episode 4 on (episode 3 is 0.5)
+    rec = _search_rec([0.0, 0.2, 0.5, 0.99, 1.0, 1.0], [0] * 6)
+    assert settle_episode(rec, window=1) == 4
+    # window 2: rolling means 0, .1, .35, .745, .995, 1.0 -> within 2% from episode 5
+    assert settle_episode(rec, window=2) == 5
+    assert settle_episode(_search_rec([1.0] * 4, [0] * 4), window=3) == 1
+    losses = [None, None, 8.0, 4.0, 2.0, 1.0, 0.5]
+    blocks = critic_loss_blocks(_search_rec([0.0] * 7, losses), size=2)
+    assert blocks == [(3, 4, 6.0), (5, 6, 1.5), (7, 7, 0.5)]
+
+
+def test_rank_correlation_closed_form():
+    from replib.tasks.acnn import rank_correlation
+
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties share their mean rank: ranks y = 1, 2.5, 2.5, 4 -> rho = 4.5 / sqrt(5 * 4.5)
+    assert rank_correlation([1, 2, 3, 4], [1, 5, 5, 9]) == pytest.approx(4.5 / (5 * 4.5) ** 0.5)
+    assert math.isnan(rank_correlation([1, 2, 3], [7, 7, 7]))
+    with pytest.raises(ValueError):
+        rank_correlation([1], [1])
+
+
+def test_convergence_claims_rules():
+    from replib.tasks.acnn import convergence_claims
+
+    # loss falls 100x and ends at its lowest; the return settles at once after the warm-up
+    good = _search_rec([1.0] * 300, [1.0] * 100 + [0.5] * 100 + [0.01] * 102, run_id="good")
+    # loss falls 100x, then rises to 3x its lowest block; the return jumps late (episode 281)
+    bad = _search_rec([0.0] * 279 + [1.0] * 21, [1.0] * 100 + [0.001] * 100 + [0.003] * 102,
+                      run_id="bad")
+    sweep_up = [_search_rec([0.0], [0.0], beta=b, ncr=n, err=e)
+                for b, n, e in ((0.1, 1.0, 0.1), (1.0, 2.0, 0.5), (3.0, 9.0, 80.0))]
+    sweep_flat = [_search_rec([0.0], [0.0], beta=b, ncr=n, err=1.0)
+                  for b, n in ((0.1, 3.0), (1.0, 2.0), (3.0, 1.0))]
+    values, notes = convergence_claims({"mnist": sweep_up, "cifar10": sweep_flat},
+                                       {"mnist": good, "cifar10": bad})
+    assert values["F3-mnist-critic-loss-settles"] is True
+    assert values["F3-cifar10-critic-loss-settles"] is False  # 0.003 > 2 x 0.001
+    assert values["F5-mnist-reward-settles"] is True
+    # the 20-episode mean reaches 1.0 (the jump's 20 episodes, 280-299) at episode 299
+    assert values["F5-cifar10-reward-settles"] is False  # 299 - 2 = 297 > 200 episodes
+    assert "from episode 299 of 300, 297 training episodes" in notes["F5-cifar10-reward-settles"]
+    assert values["F4-mnist-beta-raises-ncr"] is True
+    assert values["F4-mnist-beta-raises-error"] is True
+    assert values["F4-cifar10-beta-raises-ncr"] is False  # NCR falls with beta
+    assert values["F4-cifar10-beta-raises-error"] is None  # constant error: no correlation
+    assert set(values) == set(notes)
+    from replib.experiments import claims
+
+    known = {c["claim_id"] for c in claims.load_claims("acnn")}
+    assert set(values) <= known

@@ -16,11 +16,14 @@ from replib.rl.ddpg import (
     ReplayMemory,
     truncated_normal,
     weight_sparsity,
+    weight_zero_counts,
 )
 from replib.rl.env import (
     NeuronPruningEnv,
     PrefixMLP,
     PrunedEvaluator,
     acnn_reward,
+    check_choice,
+    check_reward_options,
 )
 from replib.rl.search import greedy_episode, run_search

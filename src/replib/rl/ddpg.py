@@ -19,6 +19,24 @@ soft-thresholded by ``lam * lr`` (Eqs. (10)-(11)) with
 step: our AMC-style baseline and the "ACNN without pro" row of Table 7. Biases are not
 regularized (the paper puts the L1 norm "on the weights"). The learning rate is the paper's
 0.001 (Sec. 4.3) for both networks; AMC uses 1e-4 for the actor.
+
+Three places where the code does not follow the equations as printed (our readings):
+
+1. **TD target and error, Eqs. (5) and (7)**: as printed, both Q terms take the actor's action,
+   ``Q_w(S_i, mu_theta(S_i))``; the code regresses ``Q_w(S_i, a_i)`` on the *stored* action
+   ``a_i`` of the transition (standard DDPG, Lillicrap et al. 2016, and AMC). With
+   ``mu_theta(S_i)`` the critic would only ever see on-policy actions and could not rank the
+   exploratory ones. The bootstrap term is as printed: ``Q_w'(S_{i+1}, mu_theta'(S_{i+1}))``
+   with the target networks.
+2. **Actor objective, Eq. (6)**: as printed it *minimizes* ``mean Q(S_i, mu_theta(S_i)) +
+   ||theta||_1``, which would drive the policy towards the lowest value; Eq. (8) then writes a
+   gradient *ascent* step. The code maximizes Q: Adam descends on ``-mean Q(S_i, mu(S_i))``
+   (the ascent of Eq. (8)) and the prox of Eq. (10) handles ``lam ||theta||_1``, i.e. it
+   minimizes ``-Q + lam ||theta||_1``.
+3. **Algorithm 1, line 21 ("Clear replay")** is not followed: the replay memory is a ring buffer
+   of ``100 x layers`` transitions that is never cleared (:func:`replib.rl.search.run_search`
+   only pushes into it; AMC's memory). Relatedly, the targets are soft-updated (Eqs. (12)-(13))
+   after every update, not once per training pass as in lines 19-20.
 """
 
 from __future__ import annotations
@@ -150,18 +168,25 @@ def _soft_update_(target: nn.Module, source: nn.Module, tau: float) -> None:
             pt.mul_(1 - tau).add_(ps, alpha=tau)
 
 
-def weight_sparsity(*modules: nn.Module) -> float:
-    """Fraction of exactly-zero entries in the weight matrices (``dim > 1``) of the modules.
-
-    The agent's "DRL SPA" of Tables 2, 4 and 6 (our reading: weights of the online actor and
-    critic; biases are not regularized and not counted).
-    """
+def weight_zero_counts(*modules: nn.Module) -> tuple[int, int]:
+    """Exactly-zero entries and all entries of the weight matrices (``dim > 1``) of the modules
+    (for an MLP: the weights of its ``nn.Linear`` layers; biases are not counted)."""
     zeros = total = 0
     for m in modules:
         for p in m.parameters():
             if p.dim() > 1:
                 zeros += int((p == 0).sum())
                 total += p.numel()
+    return zeros, total
+
+
+def weight_sparsity(*modules: nn.Module) -> float:
+    """Fraction of exactly-zero entries in the weight matrices (``dim > 1``) of the modules.
+
+    The agent's "DRL SPA" of Tables 2, 4 and 6 (our reading: weights of the online actor and
+    critic; biases are not regularized and not counted).
+    """
+    zeros, total = weight_zero_counts(*modules)
     return zeros / total
 
 
@@ -207,7 +232,13 @@ class DDPGAgent:
 
     # ------------------------------------------------------------------ learning
     def update(self) -> dict[str, float]:
-        """One DDPG update of critic and actor (Eqs. (4)-(11)) and of the targets (12)-(13)."""
+        """One DDPG update of critic and actor (Eqs. (4)-(11)) and of the targets (12)-(13).
+
+        Critic: TD error on the stored action ``a_i`` (not Eq. (5)/(7)'s printed
+        ``mu_theta(S_i)``), Adam step (9), prox (11). Actor: ascent on ``Q(S_i, mu(S_i))`` as
+        Eq. (8) (descent on ``-Q``; Eq. (6) as printed would minimize ``+Q``), prox (10). See
+        the module docstring.
+        """
         cfg = self.cfg
         s, a, r, s2, done = self.memory.sample(cfg.batch_size, self.rng)
         batch_mean = float(r.mean())
@@ -219,12 +250,12 @@ class DDPGAgent:
         with torch.no_grad():
             q_next = self.critic_target(s2, self.actor_target(s2))
             target = r + cfg.discount * (1.0 - done) * q_next
-        # critic: Eq. (5) / (7), gradient step (9), prox (11)
+        # critic: Eq. (5) / (7) on the stored action a_i (standard DDPG), step (9), prox (11)
         critic_loss = nn.functional.mse_loss(self.critic(s, a), target)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
-        # actor: Eq. (4) / (6), ascent on Q (8), prox (10)
+        # actor: Eq. (4) / (6) read as maximizing Q: ascent (8) = descent on -Q, prox (10)
         actor_loss = -self.critic(s, self.actor(s)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()

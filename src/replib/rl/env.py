@@ -40,10 +40,32 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from replib.metrics import neuron_compression_rate
 from replib.sparsity.prune import linear_chain, neuron_l1_scores, neurons_to_prune
 
 READINGS = ("sensible", "printed")
 P_READINGS = ("removed", "cumulative")
+
+
+def check_choice(name: str, value, allowed: Sequence) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``allowed`` (the named option ``name``)."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not known; allowed values: {list(allowed)}")
+
+
+def check_reward_options(reading: str, expect_acc: float, expect_ncr: float,
+                         beta: float | None = None, p_reading: str | None = None) -> None:
+    """The checks on the options of Eq. (3) and of the state, shared by :func:`acnn_reward` and
+    :class:`NeuronPruningEnv` (the ``acnn_search`` task checks its choices with
+    :func:`check_choice` too): a known ``reading`` (and ``p_reading`` if given),
+    ``expect_acc > 0``, ``expect_ncr > 0`` and ``beta >= 0`` (if given)."""
+    check_choice("reading", reading, READINGS)
+    if p_reading is not None:
+        check_choice("p_reading", p_reading, P_READINGS)
+    if beta is not None and beta < 0:
+        raise ValueError(f"beta={beta} must be >= 0")
+    if expect_acc <= 0 or expect_ncr <= 0:
+        raise ValueError(f"expect_acc={expect_acc} and expect_ncr={expect_ncr} must be > 0")
 
 
 def acnn_reward(acc: float, ncr: float, beta: float, expect_acc: float, expect_ncr: float,
@@ -53,10 +75,7 @@ def acnn_reward(acc: float, ncr: float, beta: float, expect_acc: float, expect_n
     ``sensible``: ``min(acc/E_acc, 1) + beta min(ncr/E_ncr, 1)``;
     ``printed``: ``min(-acc/E_acc, 1) + beta min(-ncr/E_ncr, 1)``.
     """
-    if reading not in READINGS:
-        raise ValueError(f"reading={reading!r} is not known; allowed values: {list(READINGS)}")
-    if expect_acc <= 0 or expect_ncr <= 0:
-        raise ValueError(f"expect_acc={expect_acc} and expect_ncr={expect_ncr} must be > 0")
+    check_reward_options(reading, expect_acc, expect_ncr)
     sign = 1.0 if reading == "sensible" else -1.0
     return min(sign * acc / expect_acc, 1.0) + beta * min(sign * ncr / expect_ncr, 1.0)
 
@@ -183,15 +202,7 @@ class NeuronPruningEnv(gym.Env):
                  p_reading: str = "removed", include_inputs: bool = True,
                  cache_size: int = 16) -> None:
         super().__init__()
-        if reading not in READINGS:
-            raise ValueError(f"reading={reading!r} is not known; allowed values: {list(READINGS)}")
-        if p_reading not in P_READINGS:
-            raise ValueError(f"p_reading={p_reading!r} is not known; allowed values: "
-                             f"{list(P_READINGS)}")
-        if beta < 0:
-            raise ValueError(f"beta={beta} must be >= 0")
-        if expect_acc <= 0 or expect_ncr <= 0:
-            raise ValueError(f"expect_acc={expect_acc} and expect_ncr={expect_ncr} must be > 0")
+        check_reward_options(reading, expect_acc, expect_ncr, beta=beta, p_reading=p_reading)
         self.net = PrefixMLP(model)
         self.evaluator = PrunedEvaluator(self.net, x_val, y_val, cache_size)
         self.beta, self.expect_acc, self.expect_ncr = beta, expect_acc, expect_ncr
@@ -211,11 +222,12 @@ class NeuronPruningEnv(gym.Env):
         sizes = self.net.sizes
         params = self.net.layer_params(sizes)
         rows = []
-        before = 0
         for i, t in enumerate(self.layers):
+            # "cumulative" p: the parameters of *every* layer below t, including those that are
+            # not pruned (fc1 when include_inputs=False), not only the visited ones
+            before = sum(params[:t])
             rows.append([i / max(1, len(self.layers) - 1), sizes[t] / max(sizes),
                          before / self.dense_params, params[t] / max(params)])
-            before += params[t]
         return np.asarray(rows, dtype=np.float32)
 
     def _observation(self) -> np.ndarray:
@@ -238,7 +250,7 @@ class NeuronPruningEnv(gym.Env):
 
     def ncr(self) -> float:
         """Neuron compression rate: original / kept neurons over input and hidden layers."""
-        return self.total_neurons / sum(self.full_counts())
+        return neuron_compression_rate(self.net.sizes, self.full_counts())
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
