@@ -279,3 +279,33 @@ def test_load_splits_refuses_a_negative_train_subset():
                    (("train_subset", -5), ("val_size", 0)))
     with pytest.raises(ValueError, match=r"train_subset=-5 must be an integer >= 0"):
         load_splits(spec, Ctx())
+
+
+# ---------------------------------------------------------------------------------------------
+# A record made on another copy of its data set is loaded, but reproduce says so.
+
+
+def test_records_made_on_another_data_copy_are_reported(monkeypatch, caplog):
+    import replib.data
+
+    spec, other, absent = _spec(lr=0.3), _spec(lr=0.4), _spec(lr=0.5)
+    offline = {"dataset": "mnist", "copy": "manifest", "test_images": 1000, "split": "test"}
+    for s, prov in ((spec, offline), (other, {**offline, "copy": "official",
+                                               "test_images": None})):
+        path = ex.record_path(s)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"spec": s.to_json(), "history": [], "metrics": {},
+                                    "provenance": {"datasets": [prov]}}))
+    monkeypatch.setattr(replib.data, "verify",
+                        lambda name, root=None, download=True: {"dataset": name,
+                                                                "copy": "official"})
+    found = reproduce.data_mismatches([spec, other, absent])
+    assert found == {"mnist": (1, ("manifest", 1000), ("official", None))}
+    with caplog.at_level("WARNING"):
+        reproduce.warn_data_mismatches([spec, other])
+    assert ("mnist: 1 recorded run(s) were made on another copy of it (manifest copy, 1,000 "
+            "test images) than the one configured now (official copy)") in caplog.text
+    # a data set that cannot be checked here is not compared
+    monkeypatch.setattr(replib.data, "verify", lambda *a, **k: (_ for _ in ()).throw(
+        replib.data.DatasetMissingError("absent")))
+    assert reproduce.data_mismatches([spec]) == {}

@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import uuid
+import warnings
 from pathlib import Path
 
 from .. import repo_root
@@ -81,6 +82,8 @@ def execute_runs(notebooks: list[Path], budget: str, *, workers: int = 1,
             break
         p = plan(live, budget)
         log.info("plan, wave %d:\n%s", wave, p.summary())
+        if wave == 1:
+            warn_data_mismatches([s for nb in p.notebooks for s in nb.specs])
         for nb in p.notebooks:
             runs_of.setdefault(nb.notebook, set()).update(s.run_id for s in nb.specs)
             if nb.error:
@@ -102,6 +105,57 @@ def execute_runs(notebooks: list[Path], budget: str, *, workers: int = 1,
         if bad:
             problems[nb] = "failed run(s): " + "; ".join(bad)
     return problems, set(failed)
+
+
+def _copy_of(prov: dict) -> tuple:
+    """What tells two copies of a data set apart in a record's provenance: official bytes or a
+    rebuilt copy, and how many test images it holds (None: the official count)."""
+    return prov.get("copy"), prov.get("test_images")
+
+
+def data_mismatches(specs) -> dict[str, tuple[int, tuple, tuple]]:
+    """Per data set: how many of these runs' existing records were made on another copy of it
+    than the one configured here (``REPLIB_DATA``; nothing is downloaded), as
+    ``(records, recorded copy, configured copy)``. A run id does not depend on the copy, so such
+    records are loaded as they are (with the numbers of the copy they were made on)."""
+    from ..data import verify
+    from .store import RecordCorruptError, read_record, record_path
+
+    here: dict[str, tuple | None] = {}
+    found: dict[str, tuple[set, tuple]] = {}
+    for s in specs:
+        path = record_path(s)
+        if not path.exists():
+            continue
+        try:
+            rec = read_record(path)
+        except RecordCorruptError:
+            continue  # reported by the sweep as that run's failure
+        for d in rec.get("provenance", {}).get("datasets", []):
+            name = d.get("dataset")
+            if name not in here:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        here[name] = _copy_of(verify(name, download=False))
+                except Exception:  # not available here: nothing to compare with
+                    here[name] = None
+            if here[name] is not None and _copy_of(d) != here[name]:
+                found.setdefault(name, (set(), _copy_of(d)))[0].add(s.run_id)
+    return {name: (len(ids), copy, here[name]) for name, (ids, copy) in found.items()}
+
+
+def _copy_words(copy: tuple) -> str:
+    kind, test = copy
+    return f"{kind} copy" + (f", {test:,} test images" if test else "")
+
+
+def warn_data_mismatches(specs) -> None:
+    for name, (n, rec, now) in data_mismatches(specs).items():
+        log.warning("%s: %d recorded run(s) were made on another copy of it (%s) than the one "
+                    "configured now (%s); they are loaded as recorded. Delete those records "
+                    "(or pass rerun=True) to retrain them on this copy.", name, n,
+                    _copy_words(rec), _copy_words(now))
 
 
 def _number(kind: type, low: float, strict: bool):
@@ -164,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
         p = plan(notebooks, args.budget)
         print(p.summary())
+        warn_data_mismatches([s for nb in p.notebooks for s in nb.specs])
         for (model, dataset), epochs in sorted(p.epochs_by_model().items()):
             print(f"  {model}/{dataset}: {epochs} epochs in all")
         return 1 if p.errors else 0
