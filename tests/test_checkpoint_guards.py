@@ -77,7 +77,7 @@ def test_old_checkpoint_without_settings_is_resumed_unless_it_holds_more_epochs(
     assert len(_fit(tmp_path, 3)) == 3  # accepted: it trains the third epoch
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "not_a_checkpoint"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "not_a_checkpoint", "gone_class"])
 def test_unreadable_checkpoint_is_one_clear_error_naming_the_file(tmp_path, damage):
     _fit(tmp_path, 1)
     path = checkpoint_path(tmp_path)
@@ -85,6 +85,18 @@ def test_unreadable_checkpoint_is_one_clear_error_naming_the_file(tmp_path, dama
         path.write_bytes(b"this is not a checkpoint")
     elif damage == "truncated":
         path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "gone_class":  # pickled with a class whose module no longer exists
+        import sys
+        import types
+
+        mod = types.ModuleType("replib_gone_module")
+        exec("class Gone:\n    pass", mod.__dict__)
+        mod.Gone.__module__ = "replib_gone_module"
+        sys.modules["replib_gone_module"] = mod
+        try:
+            torch.save({"epoch": 1, "extra": mod.Gone()}, path)
+        finally:
+            del sys.modules["replib_gone_module"]
     else:
         torch.save({"weights": torch.zeros(3)}, path)
     with pytest.raises(CheckpointCorruptError) as err:

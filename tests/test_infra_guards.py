@@ -309,3 +309,13 @@ def test_records_made_on_another_data_copy_are_reported(monkeypatch, caplog):
     monkeypatch.setattr(replib.data, "verify", lambda *a, **k: (_ for _ in ()).throw(
         replib.data.DatasetMissingError("absent")))
     assert reproduce.data_mismatches([spec]) == {}
+
+
+@pytest.mark.parametrize("text", ["5", "null", "[1, 2]"])
+def test_a_record_that_is_not_a_json_object_is_corrupt(tmp_path, text):
+    from replib.experiments.store import RecordCorruptError, read_record
+
+    path = tmp_path / "r.json"
+    path.write_text(text)
+    with pytest.raises(RecordCorruptError, match="not an object"):
+        read_record(path)

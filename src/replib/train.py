@@ -113,7 +113,8 @@ def _load_checkpoint(ckpt: Path, device: torch.device, run: dict[str, Any],
         state = torch.load(ckpt, map_location=device, weights_only=False)
     except torch.cuda.OutOfMemoryError:
         raise
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as exc:
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, ModuleNotFoundError,
+            AttributeError) as exc:  # the last two: a pickle naming a class that is gone
         raise CheckpointCorruptError(
             f"checkpoint {ckpt} cannot be read ({type(exc).__name__}: {exc}); it is truncated "
             f"or corrupt: delete it to restart that run from its first epoch"

@@ -33,6 +33,8 @@ Guarantees:
 * **A run that fails for its own reasons** (a bad parameter, a NaN loss:
   :class:`replib.train.NonFiniteLossError`) is not retried; it is reported with its spec and
   error in :attr:`SweepResult.failures`, leaves no record, and does not stop the other runs.
+  A record that cannot be *written* (a full disk, say) does stop the sweep, since every later
+  run would fail the same way; its checkpoints stay, so the next sweep resumes it.
 * **Provenance says where a run ran**: ``host`` and ``node_ip`` (``REPLIB_NODE``, set to the
   Ray node's IP) as for every record, plus ``ray_node_id`` and ``worker_pid`` for Ray tasks.
 

@@ -71,6 +71,9 @@ def read_record(path: Path) -> dict[str, Any]:
         raise RecordCorruptError(
             f"record {path} is not valid JSON ({exc}); delete it or rerun with rerun=True"
         ) from exc
+    if not isinstance(rec, dict):
+        raise RecordCorruptError(f"record {path} holds a JSON {type(rec).__name__}, not an "
+                                 "object; delete it or rerun")
     missing = [k for k in ("spec", "metrics", "history", "provenance") if k not in rec]
     if missing:
         raise RecordCorruptError(f"record {path} lacks {missing}; delete it or rerun")
