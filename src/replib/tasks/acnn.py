@@ -1082,8 +1082,10 @@ CGES_GRID = {"mnist": (5e-4, 1e-3, 2e-3, 4e-3, 8e-3), "fashionmnist": (5e-4, 1e-
              "cifar10": (5e-4, 1e-3, 2e-3)}
 # L0: lambda = 1 still kept 928 of 1,184 gates open after 29 of 50 epochs on MNIST (NCR 1.3,
 # far from the paper's 3.06), so it was dropped from the grids (each L0 run costs ~10 ms per
-# step on one core).
-L0_GRID = {"mnist": (10.0, 100.0), "fashionmnist": (10.0, 100.0), "cifar10": (10.0, 100.0)}
+# step on one core). 10 and 100 bracket the paper's NCR on MNIST (2.33, 4.70 against 3.06) and
+# Fashion-MNIST (1.75, 4.61 against 2.96) but neither is within 1.1x of it: 30 is added there.
+L0_GRID = {"mnist": (10.0, 30.0, 100.0), "fashionmnist": (10.0, 30.0, 100.0),
+           "cifar10": (10.0, 100.0)}
 
 
 def _pick(budget: str, smoke, cpu, paper):
