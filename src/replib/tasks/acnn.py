@@ -1077,14 +1077,17 @@ BETA_GRID = (0.1, 0.3, 1.0, 1.5, 2.0, 2.5, 3.0)  # 01_agent_convergence: Fig. 4 
 # Baseline lambda grids per dataset (matched compression: the grid should bracket the NCR the
 # paper reports for the method). CGES's NCR grows slowly with lambda: at 4e-3 MNIST reached
 # 2.19 (paper 2.87) and Fashion-MNIST at 2e-3 1.42 (paper 1.64), so both grids were extended
-# by one value; :func:`_source_note` says where a grid still does not bracket the paper's NCR.
-CGES_GRID = {"mnist": (5e-4, 1e-3, 2e-3, 4e-3, 8e-3), "fashionmnist": (5e-4, 1e-3, 2e-3, 4e-3),
+# by one value (MNIST's 8e-3 collapsed to 10-unit layers, so 6e-3 too); :func:`_source_note`
+# says where the chosen run's NCR is still not within MATCHED_NCR of the paper's.
+CGES_GRID = {"mnist": (5e-4, 1e-3, 2e-3, 4e-3, 6e-3, 8e-3),
+             "fashionmnist": (5e-4, 1e-3, 2e-3, 4e-3),
              "cifar10": (5e-4, 1e-3, 2e-3)}
 # L0: lambda = 1 still kept 928 of 1,184 gates open after 29 of 50 epochs on MNIST (NCR 1.3,
 # far from the paper's 3.06), so it was dropped from the grids (each L0 run costs ~10 ms per
 # step on one core). 10 and 100 bracket the paper's NCR on MNIST (2.33, 4.70 against 3.06) and
-# Fashion-MNIST (1.75, 4.61 against 2.96) but neither is within 1.1x of it: 30 is added there.
-L0_GRID = {"mnist": (10.0, 30.0, 100.0), "fashionmnist": (10.0, 30.0, 100.0),
+# Fashion-MNIST (1.75, 4.61 against 2.96) but neither is within 1.1x of it: 30 is added there
+# (MNIST 2.96; Fashion-MNIST 2.53, so 50 too).
+L0_GRID = {"mnist": (10.0, 30.0, 100.0), "fashionmnist": (10.0, 30.0, 50.0, 100.0),
            "cifar10": (10.0, 100.0)}
 
 
