@@ -37,8 +37,6 @@ def test_resume_with_other_settings_is_refused_naming_the_file(tmp_path):
         _fit(tmp_path, 2)
     with pytest.raises(CheckpointMismatchError, match="batch_size=32 there but 16 here"):
         _fit(tmp_path, 3, batch_size=16)
-    with pytest.raises(CheckpointMismatchError, match="key=None there but 'lr=0.2' here"):
-        _fit(tmp_path, 3, ckpt_key="lr=0.2")
     assert len(_fit(tmp_path, 3)) == 3  # the same settings still load it
 
 
@@ -53,16 +51,16 @@ def test_more_epochs_continue_a_shorter_run_unless_a_scheduler_was_built_for_it(
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_history(tmp_path):
-    ref = _fit(tmp_path / "ref", 3, ckpt_key="k")
+    ref = _fit(tmp_path / "ref", 3)
 
     def crash(_model, step):  # dies in the second epoch (2 steps per epoch)
         if step == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _fit(tmp_path / "run", 3, after_step=crash, ckpt_key="k")
+        _fit(tmp_path / "run", 3, after_step=crash)
     assert torch.load(checkpoint_path(tmp_path / "run"), weights_only=False)["epoch"] == 0
-    assert _fit(tmp_path / "run", 3, ckpt_key="k") == ref
+    assert _fit(tmp_path / "run", 3) == ref
 
 
 def test_old_checkpoint_without_settings_is_resumed_unless_it_holds_more_epochs(tmp_path):

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .metrics import spearman  # noqa: F401  (part of this module's API, __all__)
 from .sparsity.optim import RDA, ProxSGD, SqrtProxSGD, inverse_sqrt_lr
 from .sparsity.prox import soft_threshold
 
@@ -479,17 +480,6 @@ def far_sparser(irda: list[tuple[float, float]], prox: list[tuple[float, float]]
                 acc_tol: float = 2.0, margin: float = 0.3) -> bool:
     """Whether :func:`far_sparser_judged`'s claim holds."""
     return far_sparser_judged(irda, prox, acc_tol, margin)[0]
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation of ``x`` and ``y`` (Pearson's of their tie-averaged ranks,
-    as pandas ranks them); NaN when either is constant."""
-    import pandas as pd
-
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"need two sequences of one length >= 2, got {len(x)} and {len(y)}")
-    return float(pd.Series(list(x), dtype=float).rank().corr(
-        pd.Series(list(y), dtype=float).rank()))
 
 
 def gamma_trends(series, min_sparsity: float = 0.01) -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -177,3 +177,14 @@ def diff_se(acc: float, n: int) -> float:
     if n < 1 or not 0.0 <= acc <= 1.0:
         raise ValueError(f"diff_se needs 0 <= acc <= 1 and n >= 1, got acc={acc}, n={n}")
     return math.sqrt(2 * acc * (1 - acc) / n)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation of ``x`` and ``y`` (Pearson's of their tie-averaged ranks,
+    as pandas ranks them); NaN when either is constant."""
+    import pandas as pd
+
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"need two sequences of one length >= 2, got {len(x)} and {len(y)}")
+    return float(pd.Series(list(x), dtype=float).rank().corr(
+        pd.Series(list(y), dtype=float).rank()))

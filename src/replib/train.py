@@ -213,7 +213,6 @@ def fit(
     flip: bool = False,
     seed: int = 0,
     ckpt_dir: Path | str | None = None,
-    ckpt_key: str | None = None,
     device: torch.device | str | None = None,
     channels_last: bool | None = None,
     amp: bool | None = None,
@@ -228,11 +227,10 @@ def fit(
     holds objects with ``state_dict``/``load_state_dict`` that are checkpointed too.
 
     A checkpoint in ``ckpt_dir`` is resumed only if it was written with the same
-    ``batch_size``, ``seed``, training-set size and ``ckpt_key`` (an optional string naming
-    everything else the caller wants checked, e.g. a hash of its hyper-parameters), for at
-    most ``epochs`` epochs (a second call with more epochs continues a finished run, but only
-    without a ``scheduler``); otherwise :class:`CheckpointMismatchError`. An unreadable one
-    raises :class:`CheckpointCorruptError`.
+    ``batch_size``, ``seed`` and training-set size (the folder itself is named by the run's id
+    or a hash of its settings), for at most ``epochs`` epochs (a second call with more epochs
+    continues a finished run, but only without a ``scheduler``); otherwise
+    :class:`CheckpointMismatchError`. An unreadable one raises :class:`CheckpointCorruptError`.
     """
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be >= 1")
@@ -251,8 +249,7 @@ def fit(
     history: list[dict[str, float]] = []
     start_epoch = 0
     ckpt = checkpoint_path(ckpt_dir) if ckpt_dir is not None else None
-    run = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "train_size": len(train),
-           "key": ckpt_key}
+    run = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "train_size": len(train)}
     if ckpt is not None and ckpt.exists():
         state = _load_checkpoint(ckpt, device, run, scheduler is not None)
         model.load_state_dict(state["model"])

@@ -119,18 +119,18 @@ def data_mismatches(specs) -> dict[str, tuple[int, tuple, tuple]]:
     ``(records, recorded copy, configured copy)``. A run id does not depend on the copy, so such
     records are loaded as they are (with the numbers of the copy they were made on)."""
     from ..data import verify
-    from .store import RecordCorruptError, read_record, record_path
+    from .runner import lookup
+    from .store import RecordCorruptError
 
     here: dict[str, tuple | None] = {}
     found: dict[str, tuple[set, tuple]] = {}
     for s in specs:
-        path = record_path(s)
-        if not path.exists():
-            continue
         try:
-            rec = read_record(path)
+            rec = lookup(s)
         except RecordCorruptError:
             continue  # reported by the sweep as that run's failure
+        if rec is None:
+            continue
         for d in rec.get("provenance", {}).get("datasets", []):
             name = d.get("dataset")
             if name not in here:

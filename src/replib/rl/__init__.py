@@ -24,6 +24,5 @@ from replib.rl.env import (
     PrunedEvaluator,
     acnn_reward,
     check_choice,
-    check_reward_options,
 )
 from replib.rl.search import greedy_episode, run_search

@@ -39,7 +39,7 @@ from ..baselines.structure import shrink_sparse_mlp
 from ..data import Split, train_val_split
 from ..experiments.spec import task
 from ..experiments.store import checkpoints_root, write_json_atomic
-from ..metrics import count_params, evaluate, flops, neuron_compression_rate
+from ..metrics import count_params, evaluate, flops, neuron_compression_rate, spearman
 from ..rl import (
     DDPGAgent,
     DDPGConfig,
@@ -347,9 +347,7 @@ def acnn_search(spec, ctx):
     ``spec.epochs`` is the number of fine-tuning epochs of the pruned network; ``spec.seed``
     seeds the agent (the dense network is the same for every seed).
     """
-    hp = spec.hp
-    _check_choices(hp)
-    _check_sizes(hp)
+    hp = spec.hp  # choices and sizes are checked by load_data, before any data is read
     if hp["warmup"] >= hp["episodes"]:
         raise ValueError(f"warmup={hp['warmup']} must be < episodes={hp['episodes']}")
     train, val, test = load_data(spec, ctx)
@@ -562,31 +560,6 @@ def critic_loss_blocks(rec, size: int = LOSS_BLOCK) -> list[tuple[int, int, floa
             for b in (h[max(0, i):i + size] for i in starts)]
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):  # ties share their mean rank
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (ties get their mean rank; NaN where either is constant)."""
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError("rank_correlation needs two sequences of equal length >= 2")
-    rx, ry = _ranks(x), _ranks(y)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    return sxy / math.sqrt(sxx * syy) if sxx and syy else float("nan")
-
-
 def convergence_claims(sweeps: dict[str, list], runs: dict[str, dict]) -> tuple[dict, dict]:
     """The claims of Figs. 3-5 per dataset (``sweeps``: the beta sweep's records, ``runs``: the
     run at the chosen beta), as booleans with a note each:
@@ -640,7 +613,7 @@ def convergence_claims(sweeps: dict[str, list], runs: dict[str, dict]) -> tuple[
                 notes[cid] = f"fewer than two searches of the sweep do not collapse{left_out}"
                 continue
             ys = [r["metrics"][key] for r in kept]
-            rho = rank_correlation(betas, ys)
+            rho = spearman(betas, ys)
             values[cid] = None if rho != rho else bool(rho > 0)
             notes[cid] = (f"Spearman's rank correlation with beta {rho:.2f} over the seed-0 "
                           f"searches at beta {_fmt_list(betas)} ({label}: {_fmt_list(ys)})"
